@@ -1,0 +1,467 @@
+"""The assembled VLM: vision encoder → projector → causal LM from transformers.
+
+Visual tokens enter the LLM through `inputs_embeds` at the position of the `<image>` placeholder
+(LLaVA, InternVL, Qwen2-VL style), or — when `cross_attention_every` is set — through tanh-gated
+cross-attention layers inserted before every N-th decoder layer (Flamingo style), in which case the
+placeholder stays a single ordinary token.
+
+Images go through three steps, kept apart so the runner can cache the expensive one:
+`prepare_image` (resolution strategy, pixels) → `encode` (ViT + projector, per image) → the LLM.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from vlmbench import __version__
+from vlmbench.errors import UserError
+from vlmbench.modeling.config import VLMConfig
+from vlmbench.modeling.projectors import build_projector
+from vlmbench.modeling.resolution import ResolutionPlan, build_resolution, to_pixel_tensor, to_pixel_tensors
+from vlmbench.modeling.tokenizer import IMAGE_TOKEN, format_prompt, load_tokenizer
+from vlmbench.modeling.vision import build_vision_encoder
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+LLM_CONFIG_DIR = "llm"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class PreparedImage:
+    """One image after the resolution strategy: encoder inputs and the plan that produced them."""
+
+    pixels: torch.Tensor | list[torch.Tensor]  # (T, 3, S, S) tiles, or [ (3, H, W) ] for native resolution
+    plan: ResolutionPlan
+
+
+class GatedCrossAttention(nn.Module):
+    """Flamingo's gated xattn-dense block: text attends to visual tokens; tanh gates start at 0 so the
+    pretrained LLM is unchanged at initialisation."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.attn_gate = nn.Parameter(torch.zeros(1))
+        self.mlp_norm = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.mlp_gate = nn.Parameter(torch.zeros(1))
+
+    def forward(self, hidden: torch.Tensor, visual: torch.Tensor, visual_mask: torch.Tensor | None) -> torch.Tensor:
+        # hidden (B, L, D) text states; visual (B, M, D); visual_mask (B, M) True where padding
+        attended = self.attn(self.norm(hidden), visual, visual, key_padding_mask=visual_mask, need_weights=False)[0]
+        hidden = hidden + torch.tanh(self.attn_gate) * attended
+        return hidden + torch.tanh(self.mlp_gate) * self.mlp(self.mlp_norm(hidden))
+
+
+class VLM(nn.Module):
+    """Vision encoder × projector × resolution strategy × causal LM."""
+
+    def __init__(self, config: VLMConfig, tokenizer: Any, llm: nn.Module | None = None, load_pretrained: bool = True):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        vision_cfg = config.vision
+        if not load_pretrained and vision_cfg.pretrained:
+            vision_cfg = type(vision_cfg)(**{**vision_cfg.__dict__, "pretrained": None})
+        self.vision = build_vision_encoder(vision_cfg)
+        self.llm = llm if llm is not None else build_llm(config, tokenizer, load_pretrained)
+        d_llm = self.llm.config.hidden_size
+        self.projector = build_projector(config.projector, self.vision.out_dim, d_llm)
+        self.resolution = build_resolution(config.resolution)
+        self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
+        self.cross_attention = nn.ModuleList()
+        self._hooks: list[Any] = []
+        if config.cross_attention_every:
+            layers = _decoder_layers(self.llm)
+            heads = self.llm.config.num_attention_heads
+            for index in range(0, len(layers), config.cross_attention_every):
+                block = GatedCrossAttention(d_llm, heads)
+                self.cross_attention.append(block)
+                self._hooks.append(layers[index].register_forward_pre_hook(self._xattn_hook(block), with_kwargs=True))
+        self._visual_context: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    # ---- images ------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def prepare_image(self, image: Image.Image) -> PreparedImage:
+        """Apply the resolution strategy; raises UserError for sizes outside the strategy's limits."""
+        tiles, plan = self.resolution.prepare(image)
+        mean, std = self.vision.config.image_mean, self.vision.config.image_std  # a pretrained encoder brings its own
+        if self.config.resolution.name == "native":
+            return PreparedImage(to_pixel_tensors(tiles, mean, std), plan)
+        return PreparedImage(to_pixel_tensor(tiles, mean, std), plan)
+
+    def visual_tokens_for(self, plan: ResolutionPlan) -> int:
+        """Tokens that enter the LLM for an image with this plan (no pixels needed)."""
+        p = self.config.vision.patch_size
+        return sum(self.projector.num_tokens((h // p, w // p)) for (w, h) in plan.tile_sizes)
+
+    def encode(self, images: list[PreparedImage]) -> list[torch.Tensor]:
+        """Visual tokens per image: a list of (M_i, D_llm) tensors (tiles concatenated in plan order)."""
+        if not images:
+            return []
+        device, dtype = self.device, self.projector_dtype
+        if self.config.vision.kind == "native_vit":
+            flat = [t.to(device, dtype) for image in images for t in image.pixels]
+            features = self.vision(flat)  # list of (N_i, D_vis)
+            out = []
+            for feats, tensor in zip(features, flat, strict=True):
+                grid = self.vision.grid(tensor.shape[1], tensor.shape[2])
+                out.append(self.projector(feats.unsqueeze(0), grid)[0])
+            return _regroup(out, [len(image.pixels) for image in images])
+        tiles = torch.cat([image.pixels for image in images]).to(device, dtype)  # (T, 3, S, S)
+        grid = self.vision.grid(tiles.shape[2], tiles.shape[3])
+        feats = self.vision(tiles)  # (T, N, D_vis)
+        tokens = self.projector(feats, grid)  # (T, M, D_llm)
+        return _regroup(list(tokens), [image.pixels.shape[0] for image in images])
+
+    @property
+    def projector_dtype(self) -> torch.dtype:
+        return next(self.projector.parameters()).dtype
+
+    # ---- sequence building -------------------------------------------------------------------
+    def format_prompt(self, question: str) -> str:
+        return format_prompt(self.tokenizer, question, with_image=True)
+
+    def build_inputs(
+        self,
+        prompts: list[str],
+        visual: list[torch.Tensor],
+        targets: list[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Left-padded `inputs_embeds`, `attention_mask`, `position_ids` (and `labels` when targets are
+        given: loss on target tokens only). Each prompt holds exactly one `<image>` placeholder."""
+        embed = self.llm.get_input_embeddings()
+        device = embed.weight.device
+        inline = not self.config.cross_attention_every
+        rows: list[torch.Tensor] = []
+        label_rows: list[torch.Tensor] = []
+        for index, prompt in enumerate(prompts):
+            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            positions = [i for i, t in enumerate(ids) if t == self.image_token_id]
+            if len(positions) != 1:
+                raise ValueError(f"prompt {index} must hold exactly one {IMAGE_TOKEN} placeholder, found {len(positions)}")
+            target_ids: list[int] = []
+            if targets is not None:
+                target_ids = self.tokenizer(targets[index], add_special_tokens=False)["input_ids"]
+                target_ids = [*target_ids, self.tokenizer.eos_token_id]
+            ids_t = torch.tensor(ids + target_ids, device=device)
+            text = embed(ids_t)  # (L, D)
+            labels = torch.full((len(ids) + len(target_ids),), -100, device=device)
+            if target_ids:
+                labels[len(ids) :] = torch.tensor(target_ids, device=device)
+            if inline:
+                cut = positions[0]
+                vis = visual[index].to(text.dtype)
+                text = torch.cat([text[:cut], vis, text[cut + 1 :]])
+                labels = torch.cat([labels[:cut], labels.new_full((vis.shape[0],), -100), labels[cut + 1 :]])
+            rows.append(text)
+            label_rows.append(labels)
+        length = max(row.shape[0] for row in rows)
+        dim = rows[0].shape[1]
+        batch = len(rows)
+        embeds = rows[0].new_zeros(batch, length, dim)
+        mask = torch.zeros(batch, length, dtype=torch.long, device=device)
+        labels_out = torch.full((batch, length), -100, dtype=torch.long, device=device)
+        for i, (row, labels) in enumerate(zip(rows, label_rows, strict=True)):
+            embeds[i, length - row.shape[0] :] = row  # left padding
+            mask[i, length - row.shape[0] :] = 1
+            labels_out[i, length - row.shape[0] :] = labels
+        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids}
+        if targets is not None:
+            out["labels"] = labels_out
+        return out
+
+    # ---- Flamingo-style cross-attention ------------------------------------------------------
+    def _xattn_hook(self, block: GatedCrossAttention):
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+            if self._visual_context is None:
+                return None
+            visual, visual_mask = self._visual_context
+            if args:
+                return (block(args[0], visual, visual_mask), *args[1:]), kwargs
+            kwargs["hidden_states"] = block(kwargs["hidden_states"], visual, visual_mask)
+            return args, kwargs
+
+        return hook
+
+    def _set_visual_context(self, visual: list[torch.Tensor]) -> None:
+        if not self.config.cross_attention_every:
+            return
+        length = max(v.shape[0] for v in visual)
+        padded = visual[0].new_zeros(len(visual), length, visual[0].shape[1])
+        pad_mask = torch.ones(len(visual), length, dtype=torch.bool, device=visual[0].device)
+        for i, v in enumerate(visual):
+            padded[i, : v.shape[0]] = v
+            pad_mask[i, : v.shape[0]] = False
+        self._visual_context = (padded, pad_mask)
+
+    # ---- training / scoring ------------------------------------------------------------------
+    def forward(self, images: list[PreparedImage], prompts: list[str], targets: list[str] | None = None) -> Any:
+        """Logits (and the LM loss on `targets` when given) for a batch of image + prompt pairs."""
+        visual = self.encode(images)
+        inputs = self.build_inputs(prompts, visual, targets)
+        self._set_visual_context(visual)
+        try:
+            return self.llm(**inputs, use_cache=False)
+        finally:
+            self._visual_context = None
+
+    @torch.no_grad()
+    def score_choices(
+        self,
+        images: list[PreparedImage] | None,
+        prompts: list[str],
+        choices: list[str],
+        visual: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Log-probability of each choice as the answer, (B, C), in one forward pass.
+
+        Single-token choices (the usual "Yes"/"No") are read off the next-token distribution of the
+        prompt; multi-token choices are scored by expanding the batch to B×C prompt+choice rows."""
+        if visual is None:
+            visual = self.encode(images or [])
+        choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        self._set_visual_context(visual)
+        try:
+            if all(len(ids) == 1 for ids in choice_ids):
+                inputs = self.build_inputs(prompts, visual)
+                logits = self.llm(**inputs, use_cache=False).logits[:, -1].float()
+                logprobs = F.log_softmax(logits, dim=-1)
+                return logprobs[:, [ids[0] for ids in choice_ids]]
+            expanded_prompts = [p for p in prompts for _ in choices]
+            expanded_visual = [v for v in visual for _ in choices]
+            expanded_targets = [c for _ in prompts for c in choices]
+            self._set_visual_context(expanded_visual)
+            inputs = self.build_inputs(expanded_prompts, expanded_visual, expanded_targets)
+            labels = inputs.pop("labels")
+            logits = self.llm(**inputs, use_cache=False).logits.float()
+            # token t is predicted at position t-1; drop the EOS that build_inputs appends to targets
+            logprobs = F.log_softmax(logits[:, :-1], dim=-1)
+            target = labels[:, 1:]
+            valid = target != -100
+            picked = logprobs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+            last = valid.long().cumsum(-1) == valid.long().sum(-1, keepdim=True)  # the EOS position
+            total = (picked * ~(last & valid)).sum(-1)
+            return total.view(len(prompts), len(choices))
+        finally:
+            self._visual_context = None
+
+    # ---- generation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        images: list[PreparedImage] | None,
+        prompts: list[str],
+        max_new_tokens: int = 32,
+        stop: tuple[str, ...] = (),
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        use_cache: bool = True,
+        visual: list[torch.Tensor] | None = None,
+    ) -> list[str]:
+        """Greedy or sampled generation for a left-padded batch; stops at EOS or any stop string."""
+        if visual is None:
+            visual = self.encode(images or [])
+        inputs = self.build_inputs(prompts, visual)
+        embeds, mask, positions = inputs["inputs_embeds"], inputs["attention_mask"], inputs["position_ids"]
+        generator = None
+        if do_sample:
+            generator = torch.Generator(device=embeds.device)
+            generator.manual_seed(0 if seed is None else seed)
+        batch = embeds.shape[0]
+        eos = self.tokenizer.eos_token_id
+        produced: list[list[int]] = [[] for _ in range(batch)]
+        done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
+        embed_tokens = self.llm.get_input_embeddings()
+        self._set_visual_context(visual)
+        try:
+            past = None
+            step_embeds, step_positions = embeds, positions
+            for _ in range(max_new_tokens):
+                if use_cache:
+                    out = self.llm(
+                        inputs_embeds=step_embeds,
+                        attention_mask=mask,
+                        position_ids=step_positions,
+                        past_key_values=past,
+                        use_cache=True,
+                    )
+                    past = out.past_key_values
+                else:
+                    out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
+                next_token = _pick(out.logits[:, -1].float(), do_sample, temperature, top_p, generator)
+                next_token = torch.where(done, torch.full_like(next_token, eos), next_token)
+                for i in range(batch):
+                    if not done[i]:
+                        produced[i].append(int(next_token[i]))
+                done |= next_token == eos
+                if stop:
+                    for i in range(batch):
+                        if not done[i] and any(s in self.tokenizer.decode(produced[i]) for s in stop):
+                            done[i] = True
+                if bool(done.all()):
+                    break
+                new_embed = embed_tokens(next_token).unsqueeze(1)  # (B, 1, D)
+                new_position = positions[:, -1:] + 1
+                mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+                positions = torch.cat([positions, new_position], dim=1)
+                step_embeds, step_positions = new_embed, new_position
+                if not use_cache:
+                    embeds = torch.cat([embeds, new_embed], dim=1)
+        finally:
+            self._visual_context = None
+        return [_truncate(self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True), stop) for ids in produced]
+
+    # ---- summary -----------------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {
+            "vision": count_parameters(self.vision),
+            "projector": count_parameters(self.projector),
+            "llm": count_parameters(self.llm),
+        }
+        if len(self.cross_attention):
+            counts["cross_attention"] = count_parameters(self.cross_attention)
+        counts["total"] = sum(counts.values())
+        return counts
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, directory: str | Path) -> Path:
+        """config.json + model.safetensors + llm/ (transformers config) + tokenizer/."""
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        payload = {"vlmbench_version": __version__, **self.config.to_dict()}
+        (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
+        self.llm.config.save_pretrained(directory / LLM_CONFIG_DIR)
+        self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
+        save_model(self, str(directory / WEIGHTS_FILE))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> VLM:
+        """Load a directory written by `save` (weights via safetensors only)."""
+        from safetensors.torch import load_model
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        directory = Path(directory)
+        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, LLM_CONFIG_DIR, TOKENIZER_DIR) if not (directory / name).exists()]
+        if missing:
+            raise UserError(
+                f"{directory} is not a vlmbench checkpoint (missing {', '.join(missing)}); "
+                "a checkpoint is what `VLM.save` / `vlmbench train` writes"
+            )
+        data = json.loads((directory / CONFIG_FILE).read_text())
+        data.pop("vlmbench_version", None)
+        config = VLMConfig.from_dict(data, source=str(directory / CONFIG_FILE))
+        tokenizer = load_tokenizer(directory / TOKENIZER_DIR)
+        llm_config = AutoConfig.from_pretrained(str(directory / LLM_CONFIG_DIR), local_files_only=True)
+        llm = AutoModelForCausalLM.from_config(llm_config)
+        model = cls(config, tokenizer, llm=llm, load_pretrained=False)
+        load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+        model.to(device=device, dtype=dtype)
+        return model.eval()
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def build_llm(config: VLMConfig, tokenizer: Any, load_pretrained: bool = True) -> nn.Module:
+    """A causal LM from its local path (`llm.pretrained`) or built from the config sizes."""
+    from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
+
+    cfg = config.llm
+    if cfg.pretrained and load_pretrained:
+        path = Path(cfg.pretrained)
+        if not path.exists():
+            raise UserError(f"llm.pretrained {path} does not exist: point it at a local transformers model directory")
+        llm = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
+        if len(tokenizer) > llm.get_input_embeddings().weight.shape[0]:
+            llm.resize_token_embeddings(len(tokenizer))
+        return llm
+    vocab = cfg.vocab_size or len(tokenizer)
+    common = {
+        "vocab_size": vocab,
+        "hidden_size": cfg.hidden_size,
+        "intermediate_size": cfg.intermediate_size,
+        "num_hidden_layers": cfg.num_layers,
+        "num_attention_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.num_kv_heads,
+        "max_position_embeddings": cfg.max_position_embeddings,
+        "rope_theta": cfg.rope_theta,
+        "tie_word_embeddings": True,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    hf_config = LlamaConfig(**common) if cfg.arch == "llama" else Qwen2Config(**common)
+    return AutoModelForCausalLM.from_config(hf_config)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _decoder_layers(llm: nn.Module) -> nn.ModuleList:
+    base = getattr(llm, "model", None)
+    layers = getattr(base, "layers", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise UserError(
+            f"cross-attention needs an LLM with `model.layers` (Llama/Qwen2-like); {type(llm).__name__} has none"
+        )
+    return layers
+
+
+def _regroup(items: list[torch.Tensor], counts: list[int]) -> list[torch.Tensor]:
+    """Concatenate consecutive per-tile token blocks into one (M, D) tensor per image."""
+    out, start = [], 0
+    for count in counts:
+        out.append(torch.cat(items[start : start + count]))
+        start += count
+    return out
+
+
+def _pick(
+    logits: torch.Tensor, do_sample: bool, temperature: float, top_p: float, generator: torch.Generator | None
+) -> torch.Tensor:
+    if not do_sample:
+        return logits.argmax(-1)
+    probs = F.softmax(logits / max(temperature, 1e-5), dim=-1)
+    if top_p < 1.0:
+        sorted_probs, order = probs.sort(-1, descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < top_p
+        sorted_probs = sorted_probs * keep
+        probs = torch.zeros_like(probs).scatter(-1, order, sorted_probs)
+        probs = probs / probs.sum(-1, keepdim=True)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _truncate(text: str, stop: tuple[str, ...]) -> str:
+    cut = len(text)
+    for s in stop:
+        index = text.find(s)
+        if index != -1:
+            cut = min(cut, index)
+    return text[:cut].strip()
+
+
+def visual_tokens_reference(model: VLM, width: int = 640, height: int = 480) -> int:
+    """Visual tokens the model produces for a reference image size (used in listings/summaries)."""
+    return model.visual_tokens_for(model.resolution.plan(width, height))
+
+
+__all__ = ["VLM", "PreparedImage", "GatedCrossAttention", "build_llm", "count_parameters", "visual_tokens_reference"]
