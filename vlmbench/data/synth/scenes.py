@@ -5,8 +5,9 @@ category has its own simple glyph (so a tiny ViT can learn it) and a small fixed
 colour and the horizontal position (left/center/right) of every object are annotated. Sizes vary from
 ~7 px to ~40 px at 128×128, so small objects need resolution.
 
-Co-occurrence is built in on purpose: the categories form four groups (dining, street, park, home)
-and a scene draws most of its objects from one group. POPE's adversarial negatives (the categories
+Co-occurrence is built in on purpose: the categories form four overlapping groups of six (kitchen,
+street, park, living room) and a scene draws most of its objects from one group; categories in two
+groups are also more frequent. POPE's adversarial negatives (the categories
 that co-occur most with a present one) are therefore harder than random ones, as on real COCO.
 
 Everything is drawn from a numpy `Generator` seeded from `(seed, stream)`, where `stream` differs per
@@ -46,7 +47,7 @@ _STREAM_INSTRUCTIONS = 5
 _STREAM_PREFERENCE = 6
 
 _SUPERSAMPLE = 4  # draw at 4x and box-filter down: smooth glyph edges even for 7 px objects
-_IN_GROUP_P = 0.85  # share of objects drawn from the scene's group
+_IN_GROUP_P = 0.9  # share of objects drawn from the scene's group
 _SMALL_P = 0.3  # share of small objects (7–10 px long side at 128 px)
 
 RGB = tuple[int, int, int]
@@ -57,7 +58,7 @@ COLORS: MappingProxyType[str, RGB] = MappingProxyType(
         "blue": (40, 80, 210),
         "green": (40, 160, 60),
         "yellow": (235, 200, 30),
-        "orange": (240, 130, 20),
+        "pink": (235, 115, 170),
         "purple": (130, 60, 170),
         "brown": (125, 75, 35),
         "black": (30, 30, 30),
@@ -81,39 +82,49 @@ _WHITE: RGB = (248, 248, 248)
 
 @dataclass(frozen=True)
 class Category:
-    """A COCO category as drawn here: glyph aspect ratio (width / height), palette and co-occurrence group."""
+    """A COCO category as drawn here: glyph aspect ratio (width / height) and colour palette."""
 
     id: int
     name: str
     plural: str
     aspect: float
     colors: tuple[str, ...]
-    group: str
+    supercategory: str
 
 
 CATEGORIES: tuple[Category, ...] = (
-    Category(1, "person", "people", 0.5, ("red", "blue", "green"), "park"),
-    Category(2, "bicycle", "bicycles", 1.6, ("red", "blue", "black"), "park"),
-    Category(3, "car", "cars", 1.8, ("red", "blue", "yellow"), "street"),
-    Category(6, "bus", "buses", 2.3, ("yellow", "red", "green"), "street"),
-    Category(10, "traffic light", "traffic lights", 0.45, ("red", "yellow", "green"), "street"),
-    Category(13, "stop sign", "stop signs", 1.0, ("red",), "street"),
-    Category(17, "cat", "cats", 1.0, ("orange", "gray", "black"), "home"),
-    Category(18, "dog", "dogs", 1.5, ("brown", "black", "orange"), "park"),
-    Category(28, "umbrella", "umbrellas", 1.0, ("red", "blue", "purple"), "park"),
-    Category(44, "bottle", "bottles", 0.4, ("green", "brown", "blue"), "dining"),
-    Category(47, "cup", "cups", 1.1, ("red", "blue", "yellow"), "dining"),
-    Category(52, "banana", "bananas", 1.8, ("yellow", "green"), "home"),
-    Category(53, "apple", "apples", 1.0, ("red", "green", "yellow"), "home"),
-    Category(62, "chair", "chairs", 0.8, ("brown", "black", "red"), "dining"),
-    Category(67, "dining table", "dining tables", 2.0, ("brown", "gray"), "dining"),
-    Category(74, "clock", "clocks", 1.0, ("black", "red", "blue"), "home"),
+    Category(1, "person", "people", 0.5, ("red", "blue", "green"), "person"),
+    Category(2, "bicycle", "bicycles", 1.6, ("red", "blue", "black"), "vehicle"),
+    Category(3, "car", "cars", 1.8, ("red", "blue", "yellow"), "vehicle"),
+    Category(6, "bus", "buses", 2.3, ("yellow", "red", "green"), "vehicle"),
+    Category(10, "traffic light", "traffic lights", 0.45, ("red", "yellow", "green"), "outdoor"),
+    Category(13, "stop sign", "stop signs", 1.0, ("red",), "outdoor"),
+    Category(17, "cat", "cats", 1.0, ("yellow", "gray", "black"), "animal"),
+    Category(18, "dog", "dogs", 1.5, ("brown", "black", "gray"), "animal"),
+    Category(28, "umbrella", "umbrellas", 1.0, ("red", "blue", "purple", "pink"), "accessory"),
+    Category(44, "bottle", "bottles", 0.4, ("green", "brown", "blue"), "kitchen"),
+    Category(47, "cup", "cups", 1.1, ("red", "blue", "yellow"), "kitchen"),
+    Category(52, "banana", "bananas", 1.8, ("yellow", "green"), "food"),
+    Category(53, "apple", "apples", 1.0, ("red", "green", "yellow"), "food"),
+    Category(62, "chair", "chairs", 0.8, ("brown", "black", "red"), "furniture"),
+    Category(67, "dining table", "dining tables", 2.0, ("brown", "gray"), "furniture"),
+    Category(74, "clock", "clocks", 1.0, ("black", "red", "blue"), "indoor"),
 )
-GROUPS: tuple[str, ...] = ("dining", "street", "park", "home")
 CATEGORY_BY_NAME: MappingProxyType[str, Category] = MappingProxyType({c.name: c for c in CATEGORIES})
+# Scene types: a scene draws most of its objects from one of these (overlapping) groups.
+GROUPS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
+    {
+        "kitchen": ("dining table", "cup", "bottle", "chair", "banana", "apple"),
+        "street": ("car", "bus", "traffic light", "stop sign", "bicycle", "person"),
+        "park": ("person", "dog", "umbrella", "bicycle", "bottle", "banana"),
+        "living room": ("cat", "clock", "chair", "cup", "dog", "apple"),
+    }
+)
 
 _NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-_POSITION_PHRASE = MappingProxyType({"left": "on the left", "center": "in the center", "right": "on the right"})
+_POSITION_PHRASE = MappingProxyType(
+    {"left": "on the left", "center": "in the center", "right": "on the right"}
+)
 
 
 @dataclass(frozen=True)
@@ -129,6 +140,7 @@ class Scene:
     image_id: int
     width: int
     height: int
+    group: str  # the scene type most objects were drawn from (a key of GROUPS)
     background: tuple[RGB, RGB]
     objects: tuple[SceneObject, ...]
 
@@ -160,10 +172,8 @@ def _position(x: int, w: int, width: int) -> str:
 
 
 def _object_size(rng: np.random.Generator, category: Category, scale: float) -> tuple[int, int]:
-    if rng.random() < _SMALL_P:
-        long_side = int(rng.integers(7, 11))
-    else:
-        long_side = int(rng.integers(14, 42))
+    small = rng.random() < _SMALL_P
+    long_side = int(rng.integers(7, 11)) if small else int(rng.integers(14, 42))
     long_side = max(6, round(long_side * scale))
     if category.aspect >= 1:
         return long_side, max(4, round(long_side / category.aspect))
@@ -188,9 +198,9 @@ def sample_scene(
         raise ValueError("a scene holds at most 5 objects, so min_categories must be <= 5")
     scale = min(width, height) / 128
     while True:
-        group = GROUPS[int(rng.integers(len(GROUPS)))]
-        in_group = [c for c in CATEGORIES if c.group == group]
-        out_group = [c for c in CATEGORIES if c.group != group]
+        group = tuple(GROUPS)[int(rng.integers(len(GROUPS)))]
+        in_group = [c for c in CATEGORIES if c.name in GROUPS[group]]
+        out_group = [c for c in CATEGORIES if c.name not in GROUPS[group]]
         n_objects = int(rng.integers(max(1, min_categories), 6))
         background = _BACKGROUNDS[int(rng.integers(len(_BACKGROUNDS)))]
         objects: list[SceneObject] = []
@@ -209,7 +219,7 @@ def sample_scene(
                     break
         if len({o.category.id for o in objects}) >= min_categories:
             objects.sort(key=lambda o: (o.bbox[0], o.bbox[1]))
-            return Scene(image_id, width, height, background, tuple(objects))
+            return Scene(image_id, width, height, group, background, tuple(objects))
 
 
 def sample_scenes(
@@ -248,20 +258,31 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject) -> None:
         draw.rectangle((x0 + W * 0.18, y0 + H * 0.64, x0 + W * 0.45, y1), fill=_DARK)
         draw.rectangle((x0 + W * 0.55, y0 + H * 0.64, x1 - W * 0.18, y1), fill=_DARK)
     elif name == "bicycle":
-        r = H * 0.4
-        left, right = (x0 + r, y1 - r), (x1 - r, y1 - r)
-        for cx, cy in (left, right):
+        r = H * 0.36
+        rear, front = (x0 + r, y1 - r), (x1 - r, y1 - r)
+        crank = (x0 + W * 0.45, y1 - r)
+        seat = (x0 + W * 0.36, y0 + H * 0.2)
+        head = (x0 + W * 0.68, y0 + H * 0.16)
+        for cx, cy in (rear, front):
             draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=_DARK, width=lw)
-        top = (x0 + W * 0.52, y0 + H * 0.12)
-        seat = (x0 + W * 0.36, y0 + H * 0.1)
-        draw.line((left, top, right), fill=rgb, width=lw)
-        draw.line((left, (x0 + W * 0.5, y1 - r), top), fill=rgb, width=lw)
-        draw.line(((x0 + W * 0.5, y1 - r), seat), fill=rgb, width=lw)
-        draw.line((right, (x1 - W * 0.22, y0)), fill=rgb, width=lw)  # fork and handlebar
+        draw.line(
+            (rear, crank, head, seat, rear), fill=rgb, width=lw
+        )  # chain stay, down tube, top tube, seat stay
+        draw.line((seat, crank), fill=rgb, width=lw)
+        draw.line((front, head, (x0 + W * 0.62, y0)), fill=rgb, width=lw)  # fork and stem
+        draw.line(((x0 + W * 0.55, y0), (x0 + W * 0.72, y0)), fill=_DARK, width=lw)  # handlebar
+        draw.line(
+            ((x0 + W * 0.3, y0 + H * 0.14), (x0 + W * 0.42, y0 + H * 0.14)), fill=_DARK, width=lw
+        )  # saddle
     elif name == "car":
         r = H * 0.2
         draw.polygon(
-            [(x0 + W * 0.22, y0 + H * 0.4), (x0 + W * 0.34, y0), (x0 + W * 0.68, y0), (x0 + W * 0.8, y0 + H * 0.4)],
+            [
+                (x0 + W * 0.22, y0 + H * 0.4),
+                (x0 + W * 0.34, y0),
+                (x0 + W * 0.68, y0),
+                (x0 + W * 0.8, y0 + H * 0.4),
+            ],
             fill=rgb,
         )
         draw.polygon(
@@ -298,7 +319,10 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject) -> None:
     elif name == "stop sign":
         cx, cy, r = x0 + W / 2, y0 + H / 2, min(W, H) / 2
         octagon = [
-            (cx + r * math.cos(math.pi / 8 + k * math.pi / 4), cy + r * math.sin(math.pi / 8 + k * math.pi / 4))
+            (
+                cx + r * math.cos(math.pi / 8 + k * math.pi / 4),
+                cy + r * math.sin(math.pi / 8 + k * math.pi / 4),
+            )
             for k in range(8)
         ]
         draw.polygon(octagon, fill=rgb)
@@ -309,7 +333,7 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject) -> None:
         draw.ellipse((x0, y0 + H * 0.22, x1, y1), fill=rgb)
         eye = W * 0.1
         for ex in (x0 + W * 0.32, x0 + W * 0.68):
-            draw.ellipse((ex - eye, y0 + H * 0.5, ex + eye, y0 + H * 0.5 + 2 * eye), fill=(240, 220, 60))
+            draw.ellipse((ex - eye, y0 + H * 0.5, ex + eye, y0 + H * 0.5 + 2 * eye), fill=(60, 170, 90))
     elif name == "dog":
         draw.ellipse((x0 + W * 0.1, y0 + H * 0.3, x0 + W * 0.78, y0 + H * 0.75), fill=rgb)  # body
         for lx in (0.18, 0.32, 0.56, 0.68):
@@ -333,9 +357,7 @@ def _draw_object(draw: ImageDraw.ImageDraw, obj: SceneObject) -> None:
         draw.rectangle((x0, y0 + H * 0.55, x1, y0 + H * 0.72), fill=_WHITE)  # label
     elif name == "cup":
         draw.ellipse((x0 + W * 0.55, y0 + H * 0.2, x1, y0 + H * 0.7), outline=rgb, width=lw)  # handle
-        draw.polygon(
-            [(x0, y0), (x0 + W * 0.76, y0), (x0 + W * 0.66, y1), (x0 + W * 0.1, y1)], fill=rgb
-        )
+        draw.polygon([(x0, y0), (x0 + W * 0.76, y0), (x0 + W * 0.66, y1), (x0 + W * 0.1, y1)], fill=rgb)
     elif name == "banana":
         cx = x0 + W / 2
         outer = [(cx + W / 2 * math.cos(t), y0 + H * math.sin(t)) for t in np.linspace(0, math.pi, 24)]
@@ -389,7 +411,7 @@ def draw_scene(scene: Scene) -> Image.Image:
 
 
 def with_article(phrase: str) -> str:
-    """'a red cup', 'an orange cat', 'an apple' (by the first letter, as POPE's template does)."""
+    """'a red cup', 'an apple', 'an umbrella' (by the first letter, as POPE's template does)."""
     return ("an " if phrase[:1].lower() in "aeiou" else "a ") + phrase
 
 
@@ -477,7 +499,14 @@ def _coco_payloads(
         "seed": seed,
     }
     images = [
-        {"id": s.image_id, "file_name": s.file_name, "width": s.width, "height": s.height} for s in scenes
+        {
+            "id": s.image_id,
+            "file_name": s.file_name,
+            "width": s.width,
+            "height": s.height,
+            "scene_group": s.group,
+        }
+        for s in scenes
     ]
     annotations = []
     for scene in scenes:
@@ -491,25 +520,43 @@ def _coco_payloads(
                     "bbox": [float(x), float(y), float(w), float(h)],
                     "area": float(w * h),
                     "iscrowd": 0,
-                    "segmentation": [[float(x), float(y), float(x + w), float(y), float(x + w), float(y + h),
-                                      float(x), float(y + h)]],
+                    "segmentation": [
+                        [
+                            float(x),
+                            float(y),
+                            float(x + w),
+                            float(y),
+                            float(x + w),
+                            float(y + h),
+                            float(x),
+                            float(y + h),
+                        ]
+                    ],
                     "color": obj.color,
                     "position": obj.position,
                 }
             )
-    categories = [{"id": c.id, "name": c.name, "supercategory": c.group} for c in CATEGORIES]
-    instances = {"info": info, "licenses": [], "images": images, "annotations": annotations,
-                 "categories": categories}
+    categories = [{"id": c.id, "name": c.name, "supercategory": c.supercategory} for c in CATEGORIES]
+    instances = {
+        "info": info,
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
     caption_annotations = []
     for scene, texts in zip(scenes, captions, strict=True):
         for text in texts:
-            caption_annotations.append({"id": len(caption_annotations) + 1, "image_id": scene.image_id,
-                                        "caption": text})
+            caption_annotations.append(
+                {"id": len(caption_annotations) + 1, "image_id": scene.image_id, "caption": text}
+            )
     captions_payload = {"info": info, "licenses": [], "images": images, "annotations": caption_annotations}
     return instances, captions_payload
 
 
-def _render(out: Path, scenes: Sequence[Scene], seed: int, caption_rng: np.random.Generator) -> list[list[str]]:
+def _render(
+    out: Path, scenes: Sequence[Scene], seed: int, caption_rng: np.random.Generator
+) -> list[list[str]]:
     out = Path(out)
     _write_images(out, scenes)
     captions = [scene_captions(scene, caption_rng) for scene in scenes]
@@ -556,7 +603,10 @@ def generate_pope(out: Path, seed: int, n: int) -> Path:
             seed=seed,
             n_images=n,
             synthetic=True,
-            extra_meta={"scene_generator": "vlmbench.data.synth.scenes", "image_size": list(DEFAULT_IMAGE_SIZE)},
+            extra_meta={
+                "scene_generator": "vlmbench.data.synth.scenes",
+                "image_size": list(DEFAULT_IMAGE_SIZE),
+            },
         )
 
 
@@ -587,12 +637,11 @@ class _QA:
 
 
 def _absent_negative(scene: Scene, rng: np.random.Generator, adversarial: bool) -> Category | None:
-    """An absent category: with `adversarial`, one from the scene's dominant group (a co-occurring one)."""
+    """An absent category: with `adversarial`, one from the scene's group (a co-occurring one) when any is absent."""
     present = {o.category.id for o in scene.objects}
     absent = [c for c in CATEGORIES if c.id not in present]
     if adversarial:
-        dominant = Counter(o.category.group for o in scene.objects).most_common(1)[0][0]
-        same_group = [c for c in absent if c.group == dominant]
+        same_group = [c for c in absent if c.name in GROUPS[scene.group]]
         if same_group:
             absent = same_group
     return absent[int(rng.integers(len(absent)))] if absent else None
@@ -613,7 +662,12 @@ def _scene_questions(scene: Scene, rng: np.random.Generator) -> dict[str, list[_
         if obj.position != "center":
             other = "right" if obj.position == "left" else "left"
             out["position"].append(
-                _QA("position", f"Is the {obj.category.name} on the left or the right?", obj.position, (other,))
+                _QA(
+                    "position",
+                    f"Is the {obj.category.name} on the left or the right?",
+                    obj.position,
+                    (other,),
+                )
             )
     for category, colors in _grouped(scene.objects):
         count = len(colors)
@@ -679,7 +733,8 @@ def generate_vqav2(out: Path, seed: int, n: int) -> Path:
                     "question_id": image_id * 1000 + picked,
                     "question": qa.question,
                     "answers": [
-                        {"answer": a, "answer_confidence": "yes", "answer_id": i + 1} for i, a in enumerate(answers)
+                        {"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+                        for i, a in enumerate(answers)
                     ],
                     "multiple_choice_answer": mc,
                     "image": image,
@@ -752,8 +807,9 @@ def generate_instructions(out: Path, seed: int, n: int) -> Path:
         image = f"images/{scene.file_name}"
         prompt = _CAPTION_PROMPTS[int(rng.integers(len(_CAPTION_PROMPTS)))]
         caption = texts[int(rng.integers(len(texts)))]
-        records.append({"id": f"{scene.image_id:06d}-cap", "image": image,
-                        "conversations": _turns([(prompt, caption)])})
+        records.append(
+            {"id": f"{scene.image_id:06d}-cap", "image": image, "conversations": _turns([(prompt, caption)])}
+        )
         present = scene.category_names
         n_yes = min(2, len(present))
         pairs: list[tuple[str, str]] = []
@@ -797,10 +853,14 @@ def generate_preference_pairs(out: Path, seed: int, n: int) -> Path:
         if rng.random() < 0.5 and negative is not None:
             phrases = object_phrases(scene.objects)
             chosen = listing_caption(phrases, rng)
-            injected = with_article(f"{negative.colors[int(rng.integers(len(negative.colors)))]} {negative.name}")
+            injected = with_article(
+                f"{negative.colors[int(rng.integers(len(negative.colors)))]} {negative.name}"
+            )
             position = int(rng.integers(len(phrases) + 1))
             # Same wording as the chosen caption except for the injected object.
-            rejected = chosen.replace(_join(phrases), _join([*phrases[:position], injected, *phrases[position:]]))
+            rejected = chosen.replace(
+                _join(phrases), _join([*phrases[:position], injected, *phrases[position:]])
+            )
             prompt = _CAPTION_PROMPTS[int(rng.integers(len(_CAPTION_PROMPTS)))]
         else:
             if negative is not None and rng.random() < 2 / 3:
@@ -809,7 +869,9 @@ def generate_preference_pairs(out: Path, seed: int, n: int) -> Path:
                 present = scene.category_names
                 category = CATEGORY_BY_NAME[present[int(rng.integers(len(present)))]]
                 prompt, chosen, rejected = _exists_question(category), "yes", "no"
-        records.append({"image": image, "prompt": "<image>\n" + prompt, "chosen": chosen, "rejected": rejected})
+        records.append(
+            {"image": image, "prompt": "<image>\n" + prompt, "chosen": chosen, "rejected": rejected}
+        )
     path = out / "preferences.json"
     _write_json(path, records)
     return path

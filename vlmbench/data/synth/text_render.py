@@ -108,10 +108,16 @@ def with_thousands(number: str) -> str:
     return f"{int(number):,}" if number.isdigit() and len(number) > 3 else number
 
 
-def add_noise(image: Image.Image, rng: np.random.Generator, sigma: float) -> Image.Image:
-    """Add Gaussian pixel noise with standard deviation `sigma` (in 0..255 units)."""
+def add_noise(
+    image: Image.Image, rng: np.random.Generator, sigma: float, monochrome: bool = False
+) -> Image.Image:
+    """Add Gaussian pixel noise with standard deviation `sigma` (in 0..255 units).
+
+    With `monochrome`, one noise value per pixel is shared by all channels (PNGs compress better).
+    """
     array = np.asarray(image, dtype=np.float32)
-    noisy = array + rng.normal(0.0, sigma, size=array.shape).astype(np.float32)
+    shape = array.shape[:2] + (1,) if monochrome and array.ndim == 3 else array.shape
+    noisy = array + rng.normal(0.0, sigma, size=shape).astype(np.float32)
     return Image.fromarray(np.clip(np.rint(noisy), 0, 255).astype(np.uint8), mode=image.mode)
 
 

@@ -1,0 +1,57 @@
+"""`vlmbench run`: the main job. Also runs under `torchrun --nproc-per-node N -m vlmbench run ...`."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("run", help="evaluate a model on tasks (batched, sharded with torchrun, resumable)")
+    p.add_argument("--model", required=True, help="preset name (see `vlmbench models`), checkpoint directory, or hf:<path>")
+    p.add_argument("--tasks", required=True, help="comma-separated task names (see `vlmbench tasks`)")
+    p.add_argument("--checkpoint", help="a vlmbench checkpoint directory to load instead of the preset's demo weights")
+    p.add_argument("--data-dir", help="local data: the task's release (one task) or DIR/<task>/ per task")
+    p.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")
+    p.add_argument("--batch-size", default="8", help="samples per batch, or 'auto' (default 8)")
+    p.add_argument("--output-dir", default="runs", help="where run directories are created (default runs/)")
+    p.add_argument("--run-name", help="name of the run directory (default <model>-<UTC time>)")
+    p.add_argument("--resume", action="store_true", help="continue the named (or latest unfinished) run in place")
+    p.add_argument("--seed", type=int, default=0, help="seed for random init, sampling and bootstrap CIs")
+    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
+    p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: the checkpoint's)")
+    p.add_argument("--answer-mode", choices=["generate", "choices"], help="override the tasks' answer mode")
+    p.add_argument("--no-feature-cache", action="store_true", help="re-encode images for every question")
+    p.add_argument("--synthetic-n", type=int, help="size of the bundled synthetic sets (default per task)")
+    p.add_argument("--dist-timeout", type=float, default=1800.0, help="seconds before a collective gives up")
+    p.add_argument("--no-report", action="store_true", help="do not render report.html")
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlmbench.runner.run import RunOptions, run_evaluation
+
+    if args.limit is not None and args.limit < 1:
+        from vlmbench.errors import UserError
+
+        raise UserError(f"--limit {args.limit} must be a positive integer")
+    opts = RunOptions(
+        model=args.model,
+        tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
+        checkpoint=args.checkpoint,
+        data_dir=args.data_dir,
+        limit=args.limit,
+        batch_size=args.batch_size,
+        output_dir=args.output_dir,
+        run_name=args.run_name,
+        resume=args.resume,
+        seed=args.seed,
+        device=args.device,
+        dtype=args.dtype,
+        answer_mode=args.answer_mode,
+        feature_cache=not args.no_feature_cache,
+        dist_timeout_s=args.dist_timeout,
+        report=not args.no_report,
+        synthetic_n=args.synthetic_n,
+    )
+    run_evaluation(opts)
+    return 0

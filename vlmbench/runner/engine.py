@@ -1,0 +1,169 @@
+"""Inference over one rank's batches of one task: images → visual tokens (cached) → answers.
+
+Every image is encoded on its own (its tiles as one encoder batch), so its visual tokens are the
+same bits whichever batch or rank first meets it; the LLM then runs on whole pre-formed batches
+(see `plan.py`). A sample that fails — unreadable image, size outside the strategy's limits, an
+exception in the model — is recorded with its error and the rest of the batch goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from vlmbench.runner.logs import PredictionLog
+from vlmbench.runner.plan import Batch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    mode: str  # "generate" | "choices"
+    choices: tuple[str, ...]
+    max_new_tokens: int
+    stop: tuple[str, ...]
+
+
+class FeatureCache:
+    """LRU of visual tokens per image key: POPE asks 6 questions per image per split."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: str) -> Any | None:
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+        self.misses += 1
+        return None
+
+    def put(self, key: str, value: Any) -> None:
+        if self.capacity <= 0:
+            return
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+
+@dataclass
+class ShardStats:
+    samples: int = 0
+    errors: int = 0
+    visual_tokens: int = 0
+    seconds: float = 0.0
+
+
+def run_batches(
+    model: Any,
+    samples: dict[str, Any],
+    batches: Sequence[Batch],
+    done: set[str],
+    settings: AnswerSettings,
+    out: PredictionLog,
+    cache: FeatureCache,
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> ShardStats:
+    """Answer every not-yet-done sample of `batches`, appending one log batch per batch."""
+    stats = ShardStats()
+    for batch in batches:
+        todo = [samples[qid] for qid in batch.question_ids if qid not in done]
+        if not todo:
+            continue
+        start = time.perf_counter()
+        records = _answer_batch(model, todo, settings, cache, stats)
+        out.append_batch(records)
+        stats.seconds += time.perf_counter() - start
+        stats.samples += len(records)
+        stats.errors += sum(1 for r in records if r["error"])
+        on_progress(len(records))
+    return stats
+
+
+def _visual_for(model: Any, sample: Any, cache: FeatureCache) -> tuple[Any, dict[str, Any]]:
+    cached = cache.get(sample.image_key)
+    if cached is not None:
+        return cached
+    image = sample.load_image()  # SampleError on unreadable images
+    prepared = model.prepare_image(image)
+    visual = model.encode([prepared])[0]
+    info = {
+        "image_size": list(image.size),
+        "tiles": len(prepared.plan.tile_sizes),
+        "visual_tokens": int(visual.shape[0]),
+    }
+    cache.put(sample.image_key, (visual, info))
+    return visual, info
+
+
+def _answer_batch(
+    model: Any, todo: list[Any], settings: AnswerSettings, cache: FeatureCache, stats: ShardStats
+) -> list[dict[str, Any]]:
+    records: dict[str, dict[str, Any]] = {}
+    ready: list[tuple[Any, Any, dict[str, Any]]] = []
+    with torch.inference_mode():
+        for sample in todo:
+            base = {"question_id": sample.question_id, "prediction": "", "error": None}
+            if sample.meta.get("error"):
+                records[sample.question_id] = {**base, "error": f"malformed row: {sample.meta['error']}"}
+                continue
+            try:
+                visual, info = _visual_for(model, sample, cache)
+            except Exception as exc:  # noqa: BLE001 - recorded per sample, the run goes on
+                records[sample.question_id] = {**base, "error": _describe(exc)}
+                continue
+            stats.visual_tokens += info["visual_tokens"]
+            ready.append((sample, visual, info))
+        if ready:
+            try:
+                answers = _infer(model, ready, settings)
+            except Exception as exc:  # noqa: BLE001 - isolate the failing sample(s)
+                log.debug("batch failed (%s); retrying its samples one by one", exc)
+                answers = []
+                for item in ready:
+                    try:
+                        answers.extend(_infer(model, [item], settings))
+                    except Exception as inner:  # noqa: BLE001
+                        answers.append({"prediction": "", "error": _describe(inner)})
+            for (sample, _, info), answer in zip(ready, answers, strict=True):
+                records[sample.question_id] = {
+                    "question_id": sample.question_id,
+                    "error": None,
+                    **info,
+                    **answer,
+                }
+    return [records[s.question_id] for s in todo]
+
+
+def _infer(model: Any, items: list[tuple[Any, Any, dict[str, Any]]], settings: AnswerSettings) -> list[dict[str, Any]]:
+    prompts = [model.format_prompt(sample.prompt) for sample, _, _ in items]
+    visual = [v for _, v, _ in items]
+    if settings.mode == "choices":
+        logprobs = model.score_choices(None, prompts, list(settings.choices), visual=visual)
+        out = []
+        for row in logprobs.tolist():
+            best = max(range(len(row)), key=lambda i: row[i])
+            probs = {c: (lp if math.isfinite(lp) else -1e9) for c, lp in zip(settings.choices, row, strict=True)}
+            out.append({"prediction": settings.choices[best], "choice_logprobs": probs})
+        return out
+    texts = model.generate(
+        None, prompts, max_new_tokens=settings.max_new_tokens, stop=settings.stop, visual=visual
+    )
+    return [{"prediction": text} for text in texts]
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return f"{type(exc).__name__}: {text}"[:500]
