@@ -49,6 +49,7 @@ def test_render_is_deterministic(scenes: Path, tmp_path: Path) -> None:
     assert other.keys() == _files(scenes).keys() and other != _files(scenes)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # pycocotools mask decode under numpy 2
 def test_coco_instances_load_and_are_consistent(scenes: Path) -> None:
     import contextlib
     import io

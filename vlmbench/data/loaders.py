@@ -315,6 +315,7 @@ def ensure_synthetic(task: str, cache_dir: Path, seed: int, n: int) -> Path:
     """The synthetic set's directory, generated (atomically) if it is not there yet."""
     final = synthetic_dir(cache_dir, task, seed, n)
     if final.is_dir():
+        _warn_if_stale(final)
         return final
     try:
         from vlmbench.data.synth import generate
@@ -338,6 +339,22 @@ def ensure_synthetic(task: str, cache_dir: Path, seed: int, n: int) -> Path:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _warn_if_stale(directory: Path) -> None:
+    """Say so when a cached synthetic set was written by another generator version."""
+    try:
+        from vlmbench.data.synth.common import GENERATOR_VERSION
+    except ImportError:
+        return
+    made_by = read_meta(directory).get("generator_version")
+    if made_by is not None and str(made_by) != str(GENERATOR_VERSION):
+        logger.warning(
+            "the synthetic set %s was made by generator version %s (current: %s); delete it to regenerate",
+            directory,
+            made_by,
+            GENERATOR_VERSION,
+        )
 
 
 # --- resolving a task's source -------------------------------------------------------------------

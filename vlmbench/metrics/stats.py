@@ -137,3 +137,50 @@ def paired_bootstrap(
     extreme = int(np.count_nonzero(np.abs(deltas - delta) >= abs(delta) - 1e-12))
     p_value = (1 + extreme) / (1 + deltas.size)
     return delta, _percentile_interval(deltas, alpha), float(min(1.0, p_value))
+
+
+# --- Paired bootstrap of arbitrary (non-mean) metrics, used by reports and `vlmbench check`. ---
+
+
+def paired_bootstrap_statistics(
+    n: int,
+    statistic_a: Callable[[np.ndarray], dict[str, np.ndarray]],
+    statistic_b: Callable[[np.ndarray], dict[str, np.ndarray]],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, tuple[float, tuple[float, float], float]]:
+    """Paired bootstrap of ``metric(B) - metric(A)`` for several metrics recomputed from ``n`` paired items.
+
+    ``statistic_a(idx)`` / ``statistic_b(idx)`` receive an int index matrix of shape ``(k, n)`` (``k``
+    resamples of the same ``n`` paired items, identical for A and B) and return, per metric name,
+    an array of shape ``(k,)`` -- vectorised so that POPE f1 or CHAIR_i cost one numpy pass per chunk.
+    Metric names present in both results are compared.
+
+    Returns ``{metric: (delta, (low, high), p_value)}`` with the same conventions as
+    :func:`paired_bootstrap` (percentile interval; two-sided p-value from the deltas shifted to
+    mean zero). ``n == 0`` gives ``{}``.
+    """
+    if n == 0:
+        return {}
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    identity = np.arange(n)[None, :]
+    point_a, point_b = statistic_a(identity), statistic_b(identity)
+    names = [name for name in point_a if name in point_b]
+    observed = {name: float(point_b[name][0] - point_a[name][0]) for name in names}
+    chunks: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    rng = np.random.default_rng(seed)
+    for idx in _resample_indices(rng, n, n_resamples):
+        res_a, res_b = statistic_a(idx), statistic_b(idx)
+        for name in names:
+            chunks[name].append(np.asarray(res_b[name], dtype=np.float64) - np.asarray(res_a[name], dtype=np.float64))
+    out: dict[str, tuple[float, tuple[float, float], float]] = {}
+    for name in names:
+        deltas = np.concatenate(chunks[name])
+        delta = observed[name]
+        extreme = int(np.count_nonzero(np.abs(deltas - delta) >= abs(delta) - 1e-12))
+        p_value = min(1.0, (1 + extreme) / (1 + deltas.size))
+        out[name] = (delta, _percentile_interval(deltas, alpha), float(p_value))
+    return out

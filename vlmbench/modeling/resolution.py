@@ -223,7 +223,10 @@ class AnyRes(ResolutionStrategy):
 def tile_grids(min_tiles: int, max_tiles: int) -> list[tuple[int, int]]:
     """Every (cols, rows) with min_tiles <= cols*rows <= max_tiles, by tile count (cols-major within a count).
 
-    The order matters: InternVL breaks aspect-ratio ties in favour of the later candidate."""
+    The order matters: InternVL breaks aspect-ratio ties in favour of the later candidate. This is the
+    order of transformers' InternVL/GOT-OCR2 port; InternVL's own code sorts a Python set, whose order
+    within one tile count differs, which changes the result only for exact ties between same-count grids
+    (possible only with min_tiles > 1, e.g. a 5x2 image with exactly 4 tiles: 2x2 here, 4x1 there)."""
     grids = [
         (c, r)
         for c in range(1, max_tiles + 1)

@@ -77,7 +77,7 @@ class VLM(nn.Module):
         self.llm = llm if llm is not None else build_llm(config, tokenizer, load_pretrained)
         d_llm = self.llm.config.hidden_size
         self.projector = build_projector(config.projector, self.vision.out_dim, d_llm)
-        self.resolution = build_resolution(config.resolution)
+        self.resolution = build_resolution(config.resolution, image_mean=self.vision.config.image_mean)
         self.image_token_id = tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
         self.cross_attention = nn.ModuleList()
         self._hooks: list[Any] = []
@@ -289,6 +289,7 @@ class VLM(nn.Module):
         produced: list[list[int]] = [[] for _ in range(batch)]
         done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
         embed_tokens = self.llm.get_input_embeddings()
+        cache_arg = _cache_argument(self.llm)
         self._set_visual_context(visual)
         try:
             past = None
@@ -299,10 +300,10 @@ class VLM(nn.Module):
                         inputs_embeds=step_embeds,
                         attention_mask=mask,
                         position_ids=step_positions,
-                        past_key_values=past,
                         use_cache=True,
+                        **{cache_arg: past},
                     )
-                    past = out.past_key_values
+                    past = getattr(out, cache_arg)
                 else:
                     out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
                 next_token = _pick(out.logits[:, -1].float(), do_sample, temperature, top_p, generator)
@@ -424,6 +425,13 @@ def _decoder_layers(llm: nn.Module) -> nn.ModuleList:
             f"cross-attention needs an LLM with `model.layers` (Llama/Qwen2-like); {type(llm).__name__} has none"
         )
     return layers
+
+
+def _cache_argument(llm: nn.Module) -> str:
+    """transformers 5 renamed `past_key_values` to `cache` (argument and output field)."""
+    import inspect
+
+    return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
 
 
 def _regroup(items: list[torch.Tensor], counts: list[int]) -> list[torch.Tensor]:

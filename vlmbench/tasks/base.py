@@ -37,6 +37,8 @@ from vlmbench.errors import UserError
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
+    from vlmbench.data.loaders import ReleaseTable
+
 logger = logging.getLogger(__name__)
 
 ANSWER_MODES: tuple[str, ...] = ("generate", "choices")
@@ -419,7 +421,7 @@ class TaskAdapter:
     def _image_column(self) -> str:
         return self.config.columns["image"]
 
-    def attach_images(self, samples: list[Sample], table: Any) -> None:
+    def attach_images(self, samples: list[Sample], table: ReleaseTable) -> None:
         """Fill ``image_bytes``/``image_path`` (and a content-hash ``image_key`` where the data has no
         image id) for the kept samples; images are read undecoded."""
         images = table.images(self._image_column(), len(samples))
