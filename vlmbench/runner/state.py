@@ -64,13 +64,11 @@ def check_resume(old: dict[str, Any], new: dict[str, Any], run_dir: Path) -> Non
     """Refuse to continue a run with another model, task config or data set."""
     for key, label in (("model_identity", "model"), ("task_fingerprints", "task config"), ("data_fingerprints", "data")):
         before, now = old.get(key), new.get(key)
-        if key != "model_identity":
-            # only tasks present in both are compared; adding tasks to a resumed run is refused below
-            if set(before or {}) != set(now or {}):
-                raise UserError(
-                    f"--resume: {run_dir} evaluated tasks {sorted(before or {})}, this command asks for {sorted(now or {})}; "
-                    "use the same --tasks or start a new run"
-                )
+        if key != "model_identity" and set(before or {}) != set(now or {}):
+            raise UserError(
+                f"--resume: {run_dir} evaluated tasks {sorted(before or {})}, this command asks for {sorted(now or {})}; "
+                "use the same --tasks or start a new run"
+            )
         if before != now:
             raise UserError(
                 f"--resume: the {label} differs from the one {run_dir} was started with "
