@@ -31,7 +31,11 @@ def inspect_model(model: Any, name: str, width: int, height: int) -> dict[str, A
 
 
 def model_summary(model: Any, name: str, preset: str | None) -> dict[str, Any]:
-    """results.json's `model` object (visual tokens per image are filled in by the runner from the data)."""
+    """results.json's `model` object (visual tokens per image are filled in by the runner from the data).
+
+    Models that are not a vlmbench `VLM` (released HF models) describe themselves via `summary()`."""
+    if hasattr(model, "summary"):
+        return model.summary(name, preset)
     cfg = model.config
     vision = f"{cfg.vision.kind}/{cfg.vision.style} {cfg.vision.image_size}px p{cfg.vision.patch_size} d{cfg.vision.hidden_size}x{cfg.vision.num_layers}"
     projector = cfg.projector.kind + (" + gated cross-attention" if cfg.cross_attention_every else "")

@@ -293,7 +293,8 @@ def as_text(value: Any) -> str:
 class TaskAdapter:
     """The generic adapter: a question, an image and one (``answer``) or several (``answers``) references.
 
-    Subclasses override `parse_row` (and perhaps `finalize`) for families with other row shapes.
+    Subclasses override `parse_row` (and perhaps `assign_ids`, `empty_reference_fields`) for families
+    with other row shapes.
     """
 
     family: ClassVar[str] = "generic"
@@ -449,10 +450,11 @@ class TaskAdapter:
         fields: dict[str, Any] = {}
         try:
             if not qid:
+                qid = f"row-{index}"  # unique stand-in so the row is still recorded
                 raise MalformedRow("empty question id")
             question, references, fields = self.parse_row(row, meta)
         except MalformedRow as exc:
-            meta["error"] = f"row {index} (question_id {qid or '?'}): {exc}"
+            meta["error"] = f"row {index} (question_id {qid}): {exc}"
             fields = self.empty_reference_fields(meta)
         return Sample(
             question_id=qid,
