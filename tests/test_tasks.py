@@ -342,6 +342,18 @@ def test_malformed_rows_are_marked_not_dropped(tmp_path: Path) -> None:
     assert "error" not in samples[0].meta
 
 
+def test_malformed_chair_and_empty_ids(tmp_path: Path) -> None:
+    rows = release_rows("chair")
+    rows[1]["gt_objects"] = ["dog", "unicorn"]
+    samples, _ = load_task("chair").load(write_parquet(tmp_path / "chair", rows))
+    assert "'unicorn' is not a COCO category name" in samples[1].meta["error"]
+    assert samples[1].reference_row() == {"question_id": "901", "gt_objects": []}
+    rows = release_rows("textvqa")
+    rows[4]["question_id"] = None
+    samples, _ = load_task("textvqa").load(write_parquet(tmp_path / "tv", rows, "validation"))
+    assert samples[4].question_id == "row-4" and "empty question id" in samples[4].meta["error"]
+
+
 def test_all_rows_malformed_is_a_user_error(tmp_path: Path) -> None:
     rows = release_rows("docvqa")
     for row in rows:

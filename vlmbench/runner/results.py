@@ -34,7 +34,10 @@ CONVENTIONS: dict[str, str] = {
     "chair": "CHAIR (Rohrbach et al. 2018) with the 80 COCO categories and their synonym lists; lower is better.",
 }
 
-ERROR_NOTE = "samples that failed (errors) are scored as empty predictions: counted in n, never dropped"
+ERROR_NOTE = (
+    "Samples whose image or inference failed are scored as empty predictions (counted in n and errors); "
+    "malformed rows are counted in errors and left out of the metrics."
+)
 
 
 def per_sample_outcome(task_scorer: str, fields: dict[str, Any]) -> tuple[float, bool | None]:
@@ -59,9 +62,14 @@ def per_sample_outcome(task_scorer: str, fields: dict[str, Any]) -> tuple[float,
 
 
 def score_records(adapter: Any, samples: list[Any], records: dict[str, dict[str, Any]], seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Score every sample (errors as empty predictions) and build the samples/<task>.jsonl rows."""
+    """Score every sample (failed ones as empty predictions) and build the samples/<task>.jsonl rows.
+
+    Malformed rows (no usable references) cannot be scored: they are left out of the metrics and
+    counted in `errors`, with the reason in their sample row."""
     rows = []
     for sample in samples:
+        if sample.meta.get("error"):
+            continue
         record = records[sample.question_id]
         rows.append({**sample.reference_row(), "question_id": sample.question_id, "prediction": record.get("prediction") or ""})
     scored = adapter.score(rows, seed=seed)

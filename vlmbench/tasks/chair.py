@@ -22,8 +22,8 @@ class Adapter(TaskAdapter):
     def parse_row(
         self, row: Mapping[str, Any], meta: dict[str, Any]
     ) -> tuple[str, list[str], dict[str, Any]]:
-        """The references are the object names; a missing object list is `MalformedRow` (an empty
-        list is valid: an image whose objects are all outside the vocabulary)."""
+        """The references are the object names. A missing list, or a name that is not a COCO category
+        (the scorer's vocabulary), is `MalformedRow`; an empty list is valid."""
         value = row.get(self.config.columns["gt_objects"])
         if isinstance(value, str):  # some exports store the list as JSON text
             try:
@@ -36,6 +36,12 @@ class Adapter(TaskAdapter):
             raise MalformedRow(f"gt_objects must be a list of object names, got {type(value).__name__}")
         objects = [as_text(v) for v in value if as_text(v)]
         meta["gt_objects"] = objects
+        from vlmbench.metrics.chair import check_categories
+
+        try:  # the scorer only knows COCO category names: catch a bad name now, not after inference
+            check_categories(objects)
+        except ValueError as exc:
+            raise MalformedRow(f"gt_objects: {exc}") from None
         return "", objects, {"gt_objects": objects}
 
     def empty_reference_fields(self, meta: Mapping[str, Any]) -> dict[str, Any]:

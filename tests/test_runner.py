@@ -1,0 +1,210 @@
+"""The evaluation runner: results files, sharding (torchrun + gloo), kill -9 + resume, errors, choices."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from vlmbench.cli import main
+
+PYTHON = sys.executable
+
+
+def _env(cache: Path) -> dict[str, str]:
+    return {**os.environ, "VLMBENCH_CACHE": str(cache), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _samples(run_dir: Path, task: str) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "samples" / f"{task}.jsonl").read_text().splitlines()]
+
+
+def _cli(args: list[str], cache: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "vlmbench", *args], env=_env(cache), capture_output=True, text=True, **kw)
+
+
+BASE = ["run", "--model", "llava-1.5-style", "--tasks", "pope", "--synthetic-n", "4", "--batch-size", "3", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> tuple[Path, Path]:
+    """An uninterrupted single-process run that other tests compare with."""
+    root = tmp_path_factory.mktemp("ref")
+    cache = root / "cache"
+    proc = _cli([*BASE, "--output-dir", str(root / "runs"), "--run-name", "ref"], cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "runs" / "ref", cache
+
+
+def test_results_files_follow_the_contract(reference_run) -> None:
+    run_dir, _ = reference_run
+    results = json.loads((run_dir / "results.json").read_text())
+    assert {"vlmbench_version", "run_name", "created", "model", "tasks", "throughput", "config", "environment"} <= set(results)
+    assert {"name", "preset", "vision_encoder", "projector", "resolution", "llm", "params", "visual_tokens_per_image"} <= set(results["model"])
+    assert results["model"]["trained"] is False  # no demo checkpoint is used here: random weights are flagged
+    pope = results["tasks"]["pope"]
+    assert pope["n"] == 72 and pope["errors"] == 0
+    assert pope["data"]["synthetic"] is True and pope["data"]["fingerprint"]
+    assert set(pope["metrics"]) >= {"random", "popular", "adversarial", "all", "f1_mean_of_splits"}
+    assert "f1_mean_of_splits" in pope["ci95"] or "f1_mean_of_splits" in json.dumps(pope["ci95"])
+    rows = _samples(run_dir, "pope")
+    assert len(rows) == 72 and len({r["question_id"] for r in rows}) == 72
+    assert all(set(r["choice_logprobs"]) == {"Yes", "No"} for r in rows)  # kept for ROC-AUC
+    assert results["throughput"]["samples_per_s"] > 0
+    assert results["model"]["visual_tokens_per_image"]["mean"] == 64
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_give_the_same_results(reference_run, tmp_path) -> None:
+    ref_dir, cache = reference_run
+    proc = subprocess.run(
+        [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "vlmbench",
+         *BASE, "--output-dir", str(tmp_path), "--run-name", "two"],
+        env=_env(cache), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    two = tmp_path / "two"
+    assert sorted(p.name for p in (two / "logs").iterdir()) == ["pope.rank0.jsonl", "pope.rank1.jsonl"]
+    a = json.loads((ref_dir / "results.json").read_text())["tasks"]["pope"]
+    b = json.loads((two / "results.json").read_text())["tasks"]["pope"]
+    assert a["metrics"] == b["metrics"] and a["ci95"] == b["ci95"]
+    key = lambda r: (r["question_id"], r["prediction"], r["choice_logprobs"])  # noqa: E731
+    assert sorted(map(str, map(key, _samples(ref_dir, "pope")))) == sorted(map(str, map(key, _samples(two, "pope"))))
+
+
+@pytest.mark.slow
+def test_kill_9_then_resume_equals_uninterrupted(reference_run, tmp_path) -> None:
+    ref_dir, cache = reference_run
+    args = [*BASE, "--batch-size", "2", "--output-dir", str(tmp_path), "--run-name", "killed"]
+    proc = subprocess.Popen([PYTHON, "-m", "vlmbench", *args], env=_env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = tmp_path / "killed" / "logs" / "pope.rank0.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if log.exists() and len(log.read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = len(log.read_text().splitlines())
+    assert 10 <= done_before < 72
+    assert not (tmp_path / "killed" / "results.json").exists()
+    resumed = _cli([*args, "--resume"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = _samples(tmp_path / "killed", "pope")
+    assert len(rows) == 72 and len({r["question_id"] for r in rows}) == 72
+    a = json.loads((ref_dir / "results.json").read_text())["tasks"]["pope"]
+    b = json.loads((tmp_path / "killed" / "results.json").read_text())["tasks"]["pope"]
+    assert a["metrics"] == b["metrics"]
+    assert [r["prediction"] for r in _samples(ref_dir, "pope")] == [r["prediction"] for r in rows]
+    # finished samples were not recomputed: the log holds each question once
+    logged = [json.loads(line)["question_id"] for line in log.read_text().splitlines()]
+    assert len(logged) == len(set(logged)) == 72
+
+
+def test_resume_with_a_different_setup_is_refused(reference_run, tmp_path, capsys, monkeypatch) -> None:
+    ref_dir, cache = reference_run
+    monkeypatch.setenv("VLMBENCH_CACHE", str(cache))
+    code = main(["run", "--model", "blip2-style", "--tasks", "pope", "--synthetic-n", "4", "--no-report",
+                 "--output-dir", str(ref_dir.parent), "--run-name", "ref", "--resume"])
+    assert code == 2
+    assert "model differs" in capsys.readouterr().err
+
+
+def test_unknown_task_and_model_exit_2(tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setenv("VLMBENCH_CACHE", str(tmp_path))
+    assert main(["run", "--model", "llava-1.5-style", "--tasks", "popee", "--output-dir", str(tmp_path)]) == 2
+    assert "popee" in capsys.readouterr().err
+    assert main(["run", "--model", "nope-style", "--tasks", "pope", "--synthetic-n", "2", "--output-dir", str(tmp_path)]) == 2
+    assert "unknown model" in capsys.readouterr().err
+
+
+def _corrupt_pope(src: Path, dst: Path) -> None:
+    """Copy a POPE set and break the image bytes of every question about the first image."""
+    import datasets
+
+    files = sorted(src.rglob("*.parquet"))
+    table = datasets.load_dataset("parquet", data_files=[str(f) for f in files], split="train")
+    table = table.cast_column("image", datasets.Image(decode=False))
+    first = table[0]["image_source"]
+    rows = table.to_list()
+    for row in rows:
+        if row["image_source"] == first:
+            row["image"] = {"bytes": b"this is not a png", "path": None}
+    out = datasets.Dataset.from_list(rows).cast_column("image", datasets.Image(decode=False))
+    (dst / "data").mkdir(parents=True)
+    out.to_parquet(str(dst / "data" / "test-00000-of-00001.parquet"))
+
+
+def test_corrupt_image_is_counted_as_error_and_run_completes(reference_run, tmp_path, monkeypatch) -> None:
+    _, cache = reference_run
+    src = next(p for p in (cache / "data").iterdir() if p.name.startswith("pope"))
+    _corrupt_pope(src, tmp_path / "pope")
+    monkeypatch.setenv("VLMBENCH_CACHE", str(cache))
+    code = main(["run", "--model", "llava-1.5-style", "--tasks", "pope", "--data-dir", str(tmp_path / "pope"),
+                 "--output-dir", str(tmp_path / "runs"), "--run-name", "bad", "--no-report"])
+    assert code == 0
+    results = json.loads((tmp_path / "runs" / "bad" / "results.json").read_text())["tasks"]["pope"]
+    rows = _samples(tmp_path / "runs" / "bad", "pope")
+    assert results["errors"] == 18 and results["n"] == 72
+    bad = [r for r in rows if r["error"]]
+    assert len(bad) == 18 and all("cannot read image" in r["error"] for r in bad)
+    assert all(r["prediction"] for r in rows if not r["error"])
+
+
+def test_choices_mode_matches_greedy_generation_on_a_trained_model() -> None:
+    """Train a tiny model to answer yes/no, then compare the two answer modes on every question."""
+    from tests.helpers import make_image
+    from vlmbench.modeling.presets import build_random, load_preset
+
+    from PIL import Image
+
+    torch.manual_seed(0)
+    model = build_random(load_preset("llava-1.5-style"), seed=0).train()
+    # the answer is visible: a red square means "Yes" to "Is there a red square?", else "No"
+    def picture(i: int, red: bool) -> Image.Image:
+        img = make_image(64, 64, seed=i).point(lambda v: v // 4)
+        if red:
+            img.paste((255, 0, 0), (16 + i % 8, 16, 44 + i % 8, 44))
+        return img
+
+    suffix = "\nAnswer the question using a single word or phrase."
+    q = "Is there a red square in the image?"
+    items = [(model.prepare_image(picture(i, i % 2 == 0)), q, "Yes" if i % 2 == 0 else "No") for i in range(10)]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    for _ in range(60):
+        optimizer.zero_grad()
+        loss = model([i for i, _, _ in items], [model.format_prompt(q + suffix) for _, q, _ in items], [a for *_, a in items]).loss
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    prompts = [model.format_prompt(question + suffix) for _, question, _ in items]
+    imgs = [i for i, _, _ in items]
+    generated = model.generate(imgs, prompts, max_new_tokens=4)
+    scored = model.score_choices(imgs, prompts, ["Yes", "No"])
+    chosen = ["Yes" if row[0] > row[1] else "No" for row in scored.tolist()]
+    assert generated == [a for *_, a in items]  # the model learned the task ...
+    assert chosen == generated  # ... and both answer modes agree
+
+
+def test_feature_cache_hits_for_questions_sharing_an_image(reference_run) -> None:
+    run_dir, _ = reference_run
+    cache = json.loads((run_dir / "results.json").read_text())["throughput"]["feature_cache"]
+    assert cache["misses"] == 4 and cache["hits"] == 68  # 4 images, 18 questions each
+
+
+def test_thumbnail_bytes_are_png(reference_run) -> None:
+    from PIL import Image
+
+    run_dir, _ = reference_run
+    rows = _samples(run_dir, "pope")
+    with Image.open(io.BytesIO((run_dir / rows[0]["thumbnail"]).read_bytes())) as img:
+        assert img.format == "PNG" and max(img.size) <= 96

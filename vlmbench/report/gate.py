@@ -1,0 +1,159 @@
+"""The regression gate behind `vlmbench check`: is the candidate significantly worse than the baseline?
+
+A task regresses when its headline metric gets worse (in the metric's own direction) by more
+than ``max_drop`` *and* the paired test on the matched samples gives ``p < alpha``. Runs that
+cannot be compared sample by sample (different tasks, data fingerprints or question ids) are bad
+input (UserError), never a pass.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from vlmbench.errors import UserError
+from vlmbench.metrics.stats import DEFAULT_RESAMPLES
+from vlmbench.report.metricspec import fmt_number, fmt_p, headline_of
+from vlmbench.report.paired import MetricDelta, TaskComparison, compare_task
+from vlmbench.report.runs import Run, load_run
+
+_SHOW = 5
+
+
+@dataclass(frozen=True)
+class Regression:
+    """A headline metric that dropped significantly."""
+
+    task: str
+    row: MetricDelta
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    baseline: Run
+    candidate: Run
+    alpha: float
+    max_drop: float
+    comparisons: list[TaskComparison]
+    regressions: list[Regression]
+
+
+def _examples(ids: set[str]) -> str:
+    shown = sorted(ids)[:_SHOW]
+    more = f" and {len(ids) - _SHOW} more" if len(ids) > _SHOW else ""
+    return ", ".join(shown) + more
+
+
+def ensure_comparable(baseline: Run, candidate: Run) -> None:
+    """Raise UserError naming the first difference that makes a paired comparison meaningless."""
+    tasks_a, tasks_b = set(baseline.tasks), set(candidate.tasks)
+    if tasks_a != tasks_b:
+        parts = []
+        if tasks_a - tasks_b:
+            parts.append(f"only in the baseline: {', '.join(sorted(tasks_a - tasks_b))}")
+        if tasks_b - tasks_a:
+            parts.append(f"only in the candidate: {', '.join(sorted(tasks_b - tasks_a))}")
+        raise UserError(f"the runs have different task sets ({'; '.join(parts)}); run both on the same tasks")
+    for task in baseline.tasks:
+        fp_a = (baseline.tasks[task].get("data") or {}).get("fingerprint")
+        fp_b = (candidate.tasks[task].get("data") or {}).get("fingerprint")
+        if fp_a != fp_b:
+            raise UserError(
+                f"task {task}: the data fingerprints differ (baseline {fp_a}, candidate {fp_b}); "
+                "the runs were evaluated on different data and cannot be compared sample by sample"
+            )
+        for run, role in ((baseline, "baseline"), (candidate, "candidate")):
+            if not run.has_samples(task):
+                raise UserError(
+                    f"{role} run {run.dir} has no samples/{task}.jsonl; `check` needs the per-sample outputs"
+                )
+        ids_a = [str(r.get("question_id")) for r in baseline.samples(task)]
+        ids_b = [str(r.get("question_id")) for r in candidate.samples(task)]
+        for ids, role in ((ids_a, "baseline"), (ids_b, "candidate")):
+            dupes = {qid for qid, count in Counter(ids).items() if count > 1}
+            if dupes:
+                raise UserError(f"task {task}: the {role} repeats question ids ({_examples(dupes)})")
+        set_a, set_b = set(ids_a), set(ids_b)
+        if set_a != set_b:
+            parts = []
+            if set_a - set_b:
+                parts.append(f"{len(set_a - set_b)} only in the baseline ({_examples(set_a - set_b)})")
+            if set_b - set_a:
+                parts.append(f"{len(set_b - set_a)} only in the candidate ({_examples(set_b - set_a)})")
+            raise UserError(f"task {task}: the question ids differ: {'; '.join(parts)}")
+
+
+def run_check(
+    baseline_path: Path,
+    candidate_path: Path,
+    *,
+    alpha: float = 0.05,
+    max_drop: float = 0.0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> CheckOutcome:
+    """Compare the candidate with the baseline task by task (see the module docstring)."""
+    if not 0.0 < alpha < 1.0:
+        raise UserError(f"--alpha {alpha} must lie strictly between 0 and 1")
+    if max_drop < 0.0:
+        raise UserError(f"--max-drop {max_drop} must be >= 0 (it is a size of drop, in metric units)")
+    if n_resamples < 1:
+        raise UserError(f"--resamples {n_resamples} must be positive")
+    baseline, candidate = load_run(baseline_path), load_run(candidate_path)
+    ensure_comparable(baseline, candidate)
+    comparisons: list[TaskComparison] = []
+    regressions: list[Regression] = []
+    for task, result_a in baseline.tasks.items():
+        result_b = candidate.tasks[task]
+        headline = headline_of(task, result_a)
+        comparison = compare_task(
+            task, result_a, result_b, baseline.samples(task), candidate.samples(task), headline,
+            n_resamples=n_resamples, seed=seed, alpha=alpha,
+        )  # fmt: skip
+        comparisons.append(comparison)
+        row = comparison.headline_delta
+        if row is None:
+            raise UserError(f"task {task}: headline metric {headline.metric!r} is missing from the results")
+        worse = row.worse_by
+        if worse is not None and worse > 0 and worse > max_drop and row.p is not None and row.p < alpha:
+            regressions.append(Regression(task, row))
+    return CheckOutcome(baseline, candidate, alpha, max_drop, comparisons, regressions)
+
+
+def _signed(value: float | None) -> str:
+    return "—" if value is None else f"{value:+.4f}"
+
+
+def format_table(outcome: CheckOutcome) -> str:
+    """The plain-text table `vlmbench check` prints: every metric of every task."""
+    header = ("task", "metric", "baseline", "candidate", "delta", "95% CI of delta", "p", "test", "")
+    lines = [header]
+    flagged = {(r.task, r.row.metric) for r in outcome.regressions}
+    for comparison in outcome.comparisons:
+        for row in comparison.metrics:
+            ci = "—" if row.ci is None else f"[{row.ci[0]:+.4f}, {row.ci[1]:+.4f}]"
+            mark = ""
+            if row.headline:
+                mark = "REGRESSION" if (comparison.task, row.metric) in flagged else f"headline {'↑' if row.higher_is_better else '↓'}"
+            lines.append((
+                comparison.task, row.metric, fmt_number(row.baseline, 4), fmt_number(row.candidate, 4),
+                _signed(row.delta), ci, fmt_p(row.p), row.test or "—", mark,
+            ))  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
+    text.insert(1, "  ".join("-" * w for w in widths).rstrip())
+    return "\n".join(text)
+
+
+def summary(outcome: CheckOutcome) -> str:
+    """One line per regression, or the all-clear, naming alpha and max-drop."""
+    rule = f"p < {outcome.alpha:g} and drop > {outcome.max_drop:g}"
+    if not outcome.regressions:
+        return f"OK: no headline metric dropped significantly ({rule}) on {len(outcome.comparisons)} task(s)"
+    parts = [
+        f"{r.task} {r.row.metric} {fmt_number(r.row.baseline, 4)} -> {fmt_number(r.row.candidate, 4)} "
+        f"(delta {_signed(r.row.delta)}, p={fmt_p(r.row.p)}, {r.row.test})"
+        for r in outcome.regressions
+    ]
+    return f"significant regression ({rule}): " + "; ".join(parts)
