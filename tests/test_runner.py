@@ -162,10 +162,10 @@ def test_corrupt_image_is_counted_as_error_and_run_completes(reference_run, tmp_
 
 def test_choices_mode_matches_greedy_generation_on_a_trained_model() -> None:
     """Train a tiny model to answer yes/no, then compare the two answer modes on every question."""
+    from PIL import Image
+
     from tests.helpers import make_image
     from vlmbench.modeling.presets import build_random, load_preset
-
-    from PIL import Image
 
     torch.manual_seed(0)
     model = build_random(load_preset("llava-1.5-style"), seed=0).train()

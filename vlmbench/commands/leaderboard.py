@@ -1,0 +1,36 @@
+"""`vlmbench leaderboard`: a static, offline leaderboard site from many runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "leaderboard",
+        help="build a static leaderboard site from run directories",
+        description=(
+            "Find every results.json under the given paths (run directories or folders holding them) and write "
+            "SITE_DIR/index.html (sortable, filterable; data inlined so it works from file://), data.json, "
+            "models/<slug>.html per run and reports/<slug>.html (the run's report, rendered when missing)."
+        ),
+    )
+    p.add_argument("paths", nargs="+", type=Path, metavar="RESULTS_DIR", help="run directories or folders containing runs")
+    p.add_argument("--out", required=True, type=Path, metavar="SITE_DIR", help="output folder for the site")
+    p.add_argument(
+        "--max-samples", type=int, default=100, metavar="N",
+        help="sample browser cap for reports rendered here (runs without report.html; default 100)",
+    )  # fmt: skip
+    p.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vlmbench.errors import UserError
+    from vlmbench.report.leaderboard import build_leaderboard
+
+    if args.max_samples < 0:
+        raise UserError(f"--max-samples {args.max_samples} must be >= 0")
+    index = build_leaderboard(args.paths, args.out, max_samples_per_task=args.max_samples)
+    print(f"wrote {index}")
+    return 0
