@@ -49,7 +49,7 @@
       td.appendChild(link);
       td.appendChild(el("div", "small muted", r.run_name));
     } },
-    { key: "vision_encoder", label: "vision encoder", type: "text", value: function (r) { return r.vision_encoder; } },
+    { key: "vision_encoder", label: "vision encoder", type: "text", className: "narrow", value: function (r) { return r.vision_encoder; } },
     { key: "projector", label: "projector", type: "text", value: function (r) { return r.projector; } },
     { key: "resolution", label: "resolution", type: "text", value: function (r) { return r.resolution; } },
     { key: "visual_tokens", label: "visual tokens", title: "mean visual tokens per image", type: "number",
@@ -78,9 +78,9 @@
   columns.push(
     { key: "throughput", label: "samples/s", type: "number", value: function (r) { return r.throughput; },
       render: function (r, td) { td.textContent = fixed(r.throughput, 2); } },
-    { key: "created", label: "date", type: "text", value: function (r) { return r.created; },
+    { key: "created", label: "date", type: "text", className: "nowrap", value: function (r) { return r.created; },
       render: function (r, td) { td.textContent = r.created ? r.created.slice(0, 10) : "—"; td.title = r.created || ""; } },
-    { key: "provenance", label: "data", type: "text", value: function (r) { return r.provenance.kind; },
+    { key: "provenance", label: "data", type: "text", className: "nowrap", value: function (r) { return r.provenance.kind; },
       render: function (r, td) {
         var kind = r.provenance.kind;
         var tag = el("span", kind === "real" ? "badge real" : "badge synthetic", kind === "real" ? "real" : kind.toUpperCase());
@@ -130,7 +130,7 @@
       var tr = el("tr");
       tr.setAttribute("data-slug", r.slug);
       columns.forEach(function (c) {
-        var td = el("td", c.type === "number" ? "num" : null);
+        var td = el("td", [c.type === "number" ? "num" : "", c.className || ""].join(" ").trim() || null);
         if (c.render) { c.render(r, td); } else { td.textContent = c.value(r) || "—"; }
         tr.appendChild(td);
       });

@@ -78,7 +78,10 @@ class Run:
 def slugify(text: str) -> str:
     """Lower-case ASCII letters, digits and single dashes; never empty, at most 80 characters."""
     slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-    slug = slug[:_SLUG_MAX].rstrip("-")
+    if len(slug) > _SLUG_MAX:
+        cut = slug[: _SLUG_MAX + 1]
+        slug = cut[: cut.rfind("-")] if cut.rfind("-") > _SLUG_MAX // 2 else slug[:_SLUG_MAX]
+    slug = slug.rstrip("-")
     return slug or "run"
 
 

@@ -167,3 +167,29 @@ def _infer(model: Any, items: list[tuple[Any, Any, dict[str, Any]]], settings: A
 def _describe(exc: Exception) -> str:
     text = str(exc).strip() or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:500]
+
+
+def probe_batch_size(model: Any, samples: Sequence[Any], settings: AnswerSettings, limit: int = 256) -> int:
+    """The largest power-of-two batch (≤ limit) whose inference fits in accelerator memory.
+
+    Runs the task's own first sample, repeated, at doubling batch sizes until the device reports
+    out-of-memory. Only meaningful on CUDA, where OOM is a catchable error; the caller picks a fixed
+    size on CPU, where exhausting memory kills the process instead."""
+    usable = next((s for s in samples if not s.meta.get("error")), None)
+    if usable is None:
+        return 1
+    try:
+        visual, info = _visual_for(model, usable, FeatureCache(0))
+    except Exception:  # noqa: BLE001 - an unreadable first sample: fall back to the smallest batch
+        return 1
+    best, size = 1, 1
+    while size <= limit:
+        try:
+            _infer(model, [(usable, visual, info)] * size, settings)
+        except torch.cuda.OutOfMemoryError:
+            break
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        best, size = size, size * 2
+    return best

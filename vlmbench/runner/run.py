@@ -113,7 +113,7 @@ def _run(opts: RunOptions, ctx: DistContext) -> Path:
     if isinstance(run_dir, UserError):
         raise run_dir
     run_dir = Path(run_dir)
-    batch_size = _batch_size(opts.batch_size, ctx)
+    fixed_batch = _batch_size(opts.batch_size, ctx)
 
     task_results: dict[str, Any] = {}
     totals = {"samples": 0, "visual_tokens": 0, "errors": 0, "wall_s": 0.0}
@@ -121,6 +121,7 @@ def _run(opts: RunOptions, ctx: DistContext) -> Path:
     for name, adapter in adapters.items():
         samples, info = loaded_data[name]
         settings = _settings(adapter.config, opts.answer_mode)
+        batch_size = fixed_batch or _probe(ctx, model, samples, settings)
         batches = make_batches(samples, batch_size, _shape_key(model))
         mine = batches_for_rank(batches, ctx.rank, ctx.world_size)
         done = set(read_logs(run_dir, name)) if opts.resume else set()
@@ -212,14 +213,10 @@ def _shape_key(model: Any):
     return key
 
 
-def _batch_size(value: str, ctx: DistContext) -> int:
+def _batch_size(value: str, ctx: DistContext) -> int | None:
+    """A fixed batch size, or None when it must be probed per task (`auto` on CUDA)."""
     if value == "auto":
-        if ctx.device.type == "cuda":
-            free, _ = torch.cuda.mem_get_info(ctx.device)
-            # ~ 64 samples per 10 GiB free for the demo-scale models; the engine falls back to
-            # one-by-one on OOM, so an overestimate costs speed, not correctness.
-            return max(1, min(256, int(free / (10 * 2**30) * 64)))
-        return CPU_AUTO_BATCH
+        return None if ctx.device.type == "cuda" else CPU_AUTO_BATCH
     try:
         size = int(value)
     except ValueError:
@@ -227,6 +224,17 @@ def _batch_size(value: str, ctx: DistContext) -> int:
     if size < 1:
         raise UserError(f"--batch-size {value} must be at least 1")
     return size
+
+
+def _probe(ctx: DistContext, model: Any, samples: list[Any], settings: AnswerSettings) -> int:
+    """`--batch-size auto` on CUDA: rank 0 probes, every rank uses its answer (batches must agree)."""
+    from vlmbench.runner.engine import probe_batch_size
+
+    size = probe_batch_size(model, samples, settings) if ctx.is_main else None
+    size = ctx.broadcast(size)
+    if ctx.is_main:
+        log.info("--batch-size auto: %d", size)
+    return int(size)
 
 
 def _open_run_dir(opts: RunOptions, manifest: dict[str, Any]) -> Path | UserError:

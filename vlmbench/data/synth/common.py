@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,20 @@ def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+@contextlib.contextmanager
+def quiet_datasets() -> Iterator[None]:
+    """Hide `datasets`' progress bars for one call (they would clutter the run's own progress bar)."""
+    from datasets.utils import logging as ds_logging
+
+    was_enabled = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            ds_logging.enable_progress_bar()
 
 
 def write_release(
@@ -47,7 +63,8 @@ def write_release(
     if "image" in table:
         dataset = dataset.cast_column("image", datasets.Image())
     path = out / "data" / f"{split}-00000-of-00001.parquet"
-    dataset.to_parquet(str(path))
+    with quiet_datasets():
+        dataset.to_parquet(str(path))
     meta = {
         "synthetic": True,
         "generator": generator,
