@@ -47,12 +47,16 @@
       var link = el("a", "model-link", r.model);
       link.href = r.page;
       td.appendChild(link);
-      td.appendChild(el("div", "small muted", r.run_name));
+      var sub = el("div", "small muted", r.run_name + " · ");
+      var report = el("a", "report-link", "report");
+      report.href = r.report;
+      sub.appendChild(report);
+      td.appendChild(sub);
     } },
     { key: "vision_encoder", label: "vision encoder", type: "text", className: "narrow", value: function (r) { return r.vision_encoder; } },
     { key: "projector", label: "projector", type: "text", value: function (r) { return r.projector; } },
     { key: "resolution", label: "resolution", type: "text", value: function (r) { return r.resolution; } },
-    { key: "visual_tokens", label: "visual tokens", title: "mean visual tokens per image", type: "number",
+    { key: "visual_tokens", label: "vis. tokens", title: "mean visual tokens per image", type: "number",
       value: function (r) { return r.visual_tokens; }, render: function (r, td) { td.textContent = compact(r.visual_tokens); } },
     { key: "params", label: "params", type: "number", value: function (r) { return r.params; },
       render: function (r, td) { td.textContent = compact(r.params); } }
@@ -86,12 +90,7 @@
         var tag = el("span", kind === "real" ? "badge real" : "badge synthetic", kind === "real" ? "real" : kind.toUpperCase());
         tag.title = r.provenance.sources.join(", ");
         td.appendChild(tag);
-      } },
-    { key: "report", label: "report", type: "none", render: function (r, td) {
-      var link = el("a", null, "report");
-      link.href = r.report;
-      td.appendChild(link);
-    } }
+      } }
   );
 
   function compare(column, a, b) {
@@ -144,7 +143,6 @@
     columns.forEach(function (c) {
       var th = el("th", c.type === "number" ? "num" : null);
       th.setAttribute("data-key", c.key);
-      if (c.type === "none") { th.textContent = c.label; head.appendChild(th); return; }
       var button = el("button", "sort", c.label);
       button.type = "button";
       if (c.title) { button.title = c.title; }

@@ -82,13 +82,23 @@ def _pope(n: int, right: np.ndarray, xss: bool) -> tuple[list[dict[str, Any]], l
             prediction = ""  # parses to unknown
         if xss and i == 1:
             prediction = "No. " + XSS
-        rows.append({"question_id": f"pope-{i:04d}", "prediction": prediction, "answer": gt, "category": _SPLITS[i % 3]})
+        rows.append(
+            {
+                "question_id": f"pope-{i:04d}",
+                "prediction": prediction,
+                "answer": gt,
+                "category": _SPLITS[i % 3],
+            }
+        )
         yes_lp = -0.1 if answer == "yes" else -2.3
-        extra.append({
-            "prompt": f"Is there a {['dog', 'cat', 'car', 'chair'][i % 4]} in the image? Answer yes or no.",
-            "references": [gt], "category": _SPLITS[i % 3],
-            "choice_logprobs": {"Yes": yes_lp, "No": round(-2.4 - yes_lp, 3)},
-        })  # fmt: skip
+        extra.append(
+            {
+                "prompt": f"Is there a {['dog', 'cat', 'car', 'chair'][i % 4]} in the image? Answer yes or no.",
+                "references": [gt],
+                "category": _SPLITS[i % 3],
+                "choice_logprobs": {"Yes": yes_lp, "No": round(-2.4 - yes_lp, 3)},
+            }
+        )
     return rows, extra
 
 
@@ -99,16 +109,28 @@ def _docvqa(n: int, right: np.ndarray, xss: bool) -> tuple[list[dict[str, Any]],
         prediction = answer if right[i] else (f"invoice {1000 + i}7" if i % 2 else "receipt")
         if xss and i == 0:
             prediction = XSS
-        rows.append({"question_id": f"doc-{i:03d}", "prediction": prediction, "answers": [answer, answer.upper()]})
-        extra.append({"prompt": "What is the invoice number? <b>bold?</b>", "references": [answer, answer.upper()]})
+        rows.append(
+            {"question_id": f"doc-{i:03d}", "prediction": prediction, "answers": [answer, answer.upper()]}
+        )
+        extra.append(
+            {"prompt": "What is the invoice number? <b>bold?</b>", "references": [answer, answer.upper()]}
+        )
     return rows, extra
 
 
 _SCENES = (["dog", "cat"], ["person", "bicycle"], ["car", "truck"], ["chair", "dining table"])
-_CAPTIONS = ("A dog lying next to a cat.", "A person riding a bicycle.", "A car parked behind a truck.",
-             "A chair next to a dining table.")  # fmt: skip
-_HALLUCINATED = (" There is also a car.", " A dog runs beside them.", " A bird sits on a bench.",
-                 " A cat sleeps on the chair.")  # fmt: skip
+_CAPTIONS = (
+    "A dog lying next to a cat.",
+    "A person riding a bicycle.",
+    "A car parked behind a truck.",
+    "A chair next to a dining table.",
+)
+_HALLUCINATED = (
+    " There is also a car.",
+    " A dog runs beside them.",
+    " A bird sits on a bench.",
+    " A cat sleeps on the chair.",
+)
 
 
 def _chair(n: int, right: np.ndarray, xss: bool) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -117,7 +139,13 @@ def _chair(n: int, right: np.ndarray, xss: bool) -> tuple[list[dict[str, Any]], 
         k = i % len(_SCENES)
         caption = _CAPTIONS[k] + ("" if right[i] else _HALLUCINATED[k])
         rows.append({"question_id": f"chair-{i:03d}", "prediction": caption, "gt_objects": _SCENES[k]})
-        extra.append({"prompt": "Describe this image in detail.", "references": list(_SCENES[k]), "gt_objects": _SCENES[k]})
+        extra.append(
+            {
+                "prompt": "Describe this image in detail.",
+                "references": list(_SCENES[k]),
+                "gt_objects": _SCENES[k],
+            }
+        )
     return rows, extra
 
 
@@ -125,8 +153,13 @@ def _ocr(n: int, right: np.ndarray, xss: bool) -> tuple[list[dict[str, Any]], li
     rows, extra = [], []
     for i in range(n):
         word = f"WORD{i:02d}"
-        rows.append({"question_id": f"ocr-{i:03d}", "prediction": word if right[i] else word.replace("O", "0"),
-                     "answers": [word]})  # fmt: skip
+        rows.append(
+            {
+                "question_id": f"ocr-{i:03d}",
+                "prediction": word if right[i] else word.replace("O", "0"),
+                "answers": [word],
+            }
+        )
         extra.append({"prompt": "Read the text in the image.", "references": [word]})
     return rows, extra
 
@@ -178,12 +211,19 @@ def write_run(root: Path, spec: RunSpec) -> Path:
             score, correct = _per_sample_score(task, fields)
             error = "simulated: CUDA out of memory" if task == "docvqa" and i == n - 1 else None
             key = f"{task}-image-{i % 12}"
-            lines.append({
-                "question_id": row["question_id"], "image_key": key,
-                "thumbnail": _thumbnail(run_dir, key) if i < spec.thumbnails else None,
-                "prediction": row["prediction"], "score": score, "correct": correct, "error": error,
-                **more, **fields,
-            })  # fmt: skip
+            lines.append(
+                {
+                    "question_id": row["question_id"],
+                    "image_key": key,
+                    "thumbnail": _thumbnail(run_dir, key) if i < spec.thumbnails else None,
+                    "prediction": row["prediction"],
+                    "score": score,
+                    "correct": correct,
+                    "error": error,
+                    **more,
+                    **fields,
+                }
+            )
         with open(run_dir / "samples" / f"{task}.jsonl", "w", encoding="utf-8") as handle:
             for line in lines:
                 handle.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
@@ -210,11 +250,25 @@ def write_run(root: Path, spec: RunSpec) -> Path:
             "preset": "internvl-style",
             "vision_encoder": "vit/siglip 64px p8 d64x2",
             "projector": spec.projector,
-            "resolution": {"name": spec.resolution, "tile_size": 64, "min_tiles": 1, "max_tiles": 6, "thumbnail": True},
+            "resolution": {
+                "name": spec.resolution,
+                "tile_size": 64,
+                "min_tiles": 1,
+                "max_tiles": 6,
+                "thumbnail": True,
+            },
             "llm": "llama d128x2",
-            "params": {"vision": 4_000_000, "projector": 500_000, "llm": spec.params_total - 4_500_000,
-                       "total": spec.params_total},  # fmt: skip
-            "visual_tokens_per_image": {"mean": spec.tokens, "min": int(spec.tokens // 2), "max": int(spec.tokens * 2)},
+            "params": {
+                "vision": 4_000_000,
+                "projector": 500_000,
+                "llm": spec.params_total - 4_500_000,
+                "total": spec.params_total,
+            },
+            "visual_tokens_per_image": {
+                "mean": spec.tokens,
+                "min": int(spec.tokens // 2),
+                "max": int(spec.tokens * 2),
+            },
             "trained": False,
         },
         "tasks": tasks,
@@ -227,5 +281,7 @@ def write_run(root: Path, spec: RunSpec) -> Path:
         "config": {"seed": 0, "tasks": list(spec.tasks)},
         "environment": {"python": "3.11", "device": "cpu"},
     }
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (run_dir / "results.json").write_text(
+        json.dumps(results, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
     return run_dir

@@ -24,13 +24,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(McNemar for right/wrong metrics, paired bootstrap otherwise)."
         ),
     )
-    p.add_argument("--baseline", required=True, type=Path, metavar="A", help="baseline results.json or run directory")
-    p.add_argument("--candidate", required=True, type=Path, metavar="B", help="candidate results.json or run directory")
+    p.add_argument(
+        "--baseline", required=True, type=Path, metavar="A", help="baseline results.json or run directory"
+    )
+    p.add_argument(
+        "--candidate", required=True, type=Path, metavar="B", help="candidate results.json or run directory"
+    )
     p.add_argument("--alpha", type=float, default=0.05, help="significance level (default 0.05)")
     p.add_argument(
-        "--max-drop", type=float, default=0.0, metavar="X",
+        "--max-drop",
+        type=float,
+        default=0.0,
+        metavar="X",
         help="tolerated drop of a headline metric, in metric units (default 0: any significant drop fails)",
-    )  # fmt: skip
+    )
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(handler=run)
@@ -40,9 +47,13 @@ def run(args: argparse.Namespace) -> int:
     from vlmbench.report.gate import format_table, run_check, summary
 
     outcome = run_check(
-        args.baseline, args.candidate,
-        alpha=args.alpha, max_drop=args.max_drop, n_resamples=args.resamples, seed=args.seed,
-    )  # fmt: skip
+        args.baseline,
+        args.candidate,
+        alpha=args.alpha,
+        max_drop=args.max_drop,
+        n_resamples=args.resamples,
+        seed=args.seed,
+    )
     print(f"baseline:  {outcome.baseline.name} ({outcome.baseline.dir})")
     print(f"candidate: {outcome.candidate.name} ({outcome.candidate.dir})")
     print(format_table(outcome))

@@ -16,12 +16,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "models/<slug>.html per run and reports/<slug>.html (the run's report, rendered when missing)."
         ),
     )
-    p.add_argument("paths", nargs="+", type=Path, metavar="RESULTS_DIR", help="run directories or folders containing runs")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        type=Path,
+        metavar="RESULTS_DIR",
+        help="run directories or folders containing runs",
+    )
     p.add_argument("--out", required=True, type=Path, metavar="SITE_DIR", help="output folder for the site")
     p.add_argument(
-        "--max-samples", type=int, default=100, metavar="N",
+        "--max-samples",
+        type=int,
+        default=100,
+        metavar="N",
         help="sample browser cap for reports rendered here (runs without report.html; default 100)",
-    )  # fmt: skip
+    )
     p.set_defaults(handler=run)
 
 

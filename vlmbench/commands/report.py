@@ -16,13 +16,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "vs throughput with the Pareto front, POPE per split, CHAIR, paired significance tests and a sample browser."
         ),
     )
-    p.add_argument("runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (or their results.json)")
+    p.add_argument(
+        "runs", nargs="+", type=Path, metavar="RUN_DIR", help="run directories (or their results.json)"
+    )
     p.add_argument("--out", required=True, type=Path, metavar="report.html", help="where to write the report")
     p.add_argument(
-        "--max-samples", type=int, default=100, metavar="N",
+        "--max-samples",
+        type=int,
+        default=100,
+        metavar="N",
         help="sample browser: at most N samples per task and run (default 100; the page says when it is capped)",
-    )  # fmt: skip
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level for marking p-values (default 0.05)")
+    )
+    p.add_argument(
+        "--alpha", type=float, default=0.05, help="significance level for marking p-values (default 0.05)"
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.set_defaults(handler=run)
 
@@ -35,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-samples {args.max_samples} must be >= 0")
     if not 0.0 < args.alpha < 1.0:
         raise UserError(f"--alpha {args.alpha} must lie strictly between 0 and 1")
-    out = render_report(args.runs, args.out, max_samples_per_task=args.max_samples, alpha=args.alpha, seed=args.seed)
+    out = render_report(
+        args.runs, args.out, max_samples_per_task=args.max_samples, alpha=args.alpha, seed=args.seed
+    )
     print(f"wrote {out}")
     return 0

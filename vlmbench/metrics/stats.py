@@ -175,7 +175,8 @@ def paired_bootstrap_statistics(
     for idx in _resample_indices(rng, n, n_resamples):
         res_a, res_b = statistic_a(idx), statistic_b(idx)
         for name in names:
-            chunks[name].append(np.asarray(res_b[name], dtype=np.float64) - np.asarray(res_a[name], dtype=np.float64))
+            delta_k = np.asarray(res_b[name], dtype=np.float64) - np.asarray(res_a[name], dtype=np.float64)
+            chunks[name].append(delta_k)
     out: dict[str, tuple[float, tuple[float, float], float]] = {}
     for name in names:
         deltas = np.concatenate(chunks[name])

@@ -342,9 +342,12 @@ class VLM(nn.Module):
         return counts
 
     # ---- persistence -------------------------------------------------------------------------
-    def save(self, directory: str | Path) -> Path:
-        """config.json + model.safetensors + llm/ (transformers config) + tokenizer/."""
-        from safetensors.torch import save_model
+    def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
+        """config.json + model.safetensors + llm/ (transformers config) + tokenizer/.
+
+        `dtype` (e.g. torch.bfloat16) stores floating-point weights in that type to halve the file;
+        the model itself is left untouched. `load` casts them back to float32 unless told otherwise."""
+        from safetensors.torch import save_file, save_model
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -352,7 +355,10 @@ class VLM(nn.Module):
         (directory / CONFIG_FILE).write_text(json.dumps(payload, indent=2) + "\n")
         self.llm.config.save_pretrained(directory / LLM_CONFIG_DIR)
         self.tokenizer.save_pretrained(str(directory / TOKENIZER_DIR))
-        save_model(self, str(directory / WEIGHTS_FILE))
+        if dtype is None:
+            save_model(self, str(directory / WEIGHTS_FILE))
+        else:
+            save_file(_cast_state_dict(self, dtype), str(directory / WEIGHTS_FILE))
         return directory
 
     @classmethod
@@ -375,7 +381,7 @@ class VLM(nn.Module):
         llm_config = AutoConfig.from_pretrained(str(directory / LLM_CONFIG_DIR), local_files_only=True)
         llm = AutoModelForCausalLM.from_config(llm_config)
         model = cls(config, tokenizer, llm=llm, load_pretrained=False)
-        load_model(model, str(directory / WEIGHTS_FILE), strict=True)
+        load_model(model, str(directory / WEIGHTS_FILE), strict=True)  # copied into the float32 params
         model.to(device=device, dtype=dtype)
         return model.eval()
 
@@ -411,6 +417,21 @@ def build_llm(config: VLMConfig, tokenizer: Any, load_pretrained: bool = True) -
     }
     hf_config = LlamaConfig(**common) if cfg.arch == "llama" else Qwen2Config(**common)
     return AutoModelForCausalLM.from_config(hf_config)
+
+
+def _cast_state_dict(module: nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The module's tensors with floating-point ones cast to `dtype`; tensors that share storage
+    (tied embeddings) are stored once, under their first name, as `safetensors.torch.save_model` does."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int, tuple[int, ...]]] = set()
+    for name, tensor in module.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if key in seen:
+            continue
+        seen.add(key)
+        value = tensor.detach()
+        out[name] = (value.to(dtype) if value.is_floating_point() else value).contiguous().cpu()
+    return out
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -108,9 +108,16 @@ def run_check(
         result_b = candidate.tasks[task]
         headline = headline_of(task, result_a)
         comparison = compare_task(
-            task, result_a, result_b, baseline.samples(task), candidate.samples(task), headline,
-            n_resamples=n_resamples, seed=seed, alpha=alpha,
-        )  # fmt: skip
+            task,
+            result_a,
+            result_b,
+            baseline.samples(task),
+            candidate.samples(task),
+            headline,
+            n_resamples=n_resamples,
+            seed=seed,
+            alpha=alpha,
+        )
         comparisons.append(comparison)
         row = comparison.headline_delta
         if row is None:
@@ -135,11 +142,24 @@ def format_table(outcome: CheckOutcome) -> str:
             ci = "—" if row.ci is None else f"[{row.ci[0]:+.4f}, {row.ci[1]:+.4f}]"
             mark = ""
             if row.headline:
-                mark = "REGRESSION" if (comparison.task, row.metric) in flagged else f"headline {'↑' if row.higher_is_better else '↓'}"
-            lines.append((
-                comparison.task, row.metric, fmt_number(row.baseline, 4), fmt_number(row.candidate, 4),
-                _signed(row.delta), ci, fmt_p(row.p), row.test or "—", mark,
-            ))  # fmt: skip
+                mark = (
+                    "REGRESSION"
+                    if (comparison.task, row.metric) in flagged
+                    else f"headline {'↑' if row.higher_is_better else '↓'}"
+                )
+            lines.append(
+                (
+                    comparison.task,
+                    row.metric,
+                    fmt_number(row.baseline, 4),
+                    fmt_number(row.candidate, 4),
+                    _signed(row.delta),
+                    ci,
+                    fmt_p(row.p),
+                    row.test or "—",
+                    mark,
+                )
+            )
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)).rstrip() for line in lines]
     text.insert(1, "  ".join("-" * w for w in widths).rstrip())

@@ -82,14 +82,18 @@ class TaskView:
 def _resolution(model: dict[str, Any]) -> tuple[str, str]:
     res = model.get("resolution")
     if isinstance(res, dict):
-        detail = ", ".join(f"{k} {v}" for k, v in res.items() if k != "name" and not isinstance(v, (dict, list)))
+        detail = ", ".join(
+            f"{k} {v}" for k, v in res.items() if k != "name" and not isinstance(v, (dict, list))
+        )
         return str(res.get("name") or "unknown"), detail
     return (str(res) if res else "unknown"), ""
 
 
 def run_view(run: Run, index: int, slug: str) -> RunView:
     model = run.model
-    vt = model.get("visual_tokens_per_image") if isinstance(model.get("visual_tokens_per_image"), dict) else {}
+    vt = (
+        model.get("visual_tokens_per_image") if isinstance(model.get("visual_tokens_per_image"), dict) else {}
+    )
     res_name, res_detail = _resolution(model)
     view = RunView(
         index=index,
@@ -139,7 +143,9 @@ def _task_views(runs: Sequence[Run]) -> list[TaskView]:
                 n=[r.get("n") if r else None for r in results],
                 errors=[r.get("errors") if r else None for r in results],
                 fingerprints=[d.get("fingerprint") for d in data],
-                synthetic_runs=[bool(d.get("synthetic")) for d, r in zip(data, results, strict=True) if r is not None],
+                synthetic_runs=[
+                    bool(d.get("synthetic")) for d, r in zip(data, results, strict=True) if r is not None
+                ],
             )
         )
     return views
@@ -163,10 +169,15 @@ def _metric_table(runs: Sequence[Run], tasks: Sequence[TaskView]) -> list[dict[s
                 ci = flatten_ci(result.get("ci95")).get(metric)
                 cells.append({"value": value, "ci": ci})
             is_headline = metric == task.headline.metric
-            rows.append({
-                "task": task, "metric": metric, "headline": is_headline, "cells": cells,
-                "direction": task.headline.higher_is_better if is_headline else direction(metric),
-            })  # fmt: skip
+            rows.append(
+                {
+                    "task": task,
+                    "metric": metric,
+                    "headline": is_headline,
+                    "cells": cells,
+                    "direction": task.headline.higher_is_better if is_headline else direction(metric),
+                }
+            )
     return rows
 
 
@@ -182,59 +193,113 @@ def _plots(views: Sequence[RunView], tasks: Sequence[TaskView], runs: Sequence[R
     plots: list[dict[str, Any]] = []
     for task in tasks:
         label = f"{task.name} {task.headline.metric} {task.headline.arrow}"
-        tokens = [svg.ScatterPoint(v.name, v.vt_mean, v.headlines[task.name], v.color)
-                  for v in views if v.vt_mean is not None and v.headlines.get(task.name) is not None]  # fmt: skip
-        plots.append({
-            "kind": "tokens", "task": task,
-            "svg": svg.scatter(tokens, title=f"{task.name}: {task.headline.metric} vs visual tokens",
-                               x_label="visual tokens per image (mean)", y_label=label,
-                               x_higher_better=False, y_higher_better=task.headline.higher_is_better),
-        })  # fmt: skip
+        tokens = [
+            svg.ScatterPoint(v.name, v.vt_mean, v.headlines[task.name], v.color)
+            for v in views
+            if v.vt_mean is not None and v.headlines.get(task.name) is not None
+        ]
+        plots.append(
+            {
+                "kind": "tokens",
+                "task": task,
+                "svg": svg.scatter(
+                    tokens,
+                    title=f"{task.name}: {task.headline.metric} vs visual tokens",
+                    x_label="visual tokens per image (mean)",
+                    y_label=label,
+                    x_higher_better=False,
+                    y_higher_better=task.headline.higher_is_better,
+                ),
+            }
+        )
     for task in tasks:
         label = f"{task.name} {task.headline.metric} {task.headline.arrow}"
-        speed = [svg.ScatterPoint(v.name, finite(v.throughput.get("samples_per_s")) or 0.0, v.headlines[task.name], v.color)
-                 for v in views if finite(v.throughput.get("samples_per_s")) is not None
-                 and v.headlines.get(task.name) is not None]  # fmt: skip
-        plots.append({
-            "kind": "throughput", "task": task,
-            "svg": svg.scatter(speed, title=f"{task.name}: {task.headline.metric} vs throughput",
-                               x_label="throughput (samples/s)", y_label=label,
-                               x_higher_better=True, y_higher_better=task.headline.higher_is_better),
-        })  # fmt: skip
+        speed = [
+            svg.ScatterPoint(
+                v.name, finite(v.throughput.get("samples_per_s")) or 0.0, v.headlines[task.name], v.color
+            )
+            for v in views
+            if finite(v.throughput.get("samples_per_s")) is not None
+            and v.headlines.get(task.name) is not None
+        ]
+        plots.append(
+            {
+                "kind": "throughput",
+                "task": task,
+                "svg": svg.scatter(
+                    speed,
+                    title=f"{task.name}: {task.headline.metric} vs throughput",
+                    x_label="throughput (samples/s)",
+                    y_label=label,
+                    x_higher_better=True,
+                    y_higher_better=task.headline.higher_is_better,
+                ),
+            }
+        )
     by_name = {t.name: t for t in tasks}
     if "pope" in by_name:
-        series = []
-        for view, run in zip(views, runs, strict=True):
-            metrics = run.tasks.get("pope", {}).get("metrics", {})
-            if not metrics:
-                continue
-            series.append(svg.BarSeries(
-                view.name, view.color,
-                [finite((metrics.get(s) or {}).get("f1")) for s in POPE_SPLITS],
-                [finite((metrics.get(s) or {}).get("yes_ratio")) for s in POPE_SPLITS],
-            ))  # fmt: skip
-        plots.append({
-            "kind": "pope", "task": by_name["pope"],
-            "svg": svg.grouped_bars(list(POPE_SPLITS), series, title="POPE F1 per split", y_label="F1 ↑",
-                                    marker_label="yes_ratio", reference=(0.5, "0.5 = balanced")),
-        })  # fmt: skip
+        pope_metrics = [run.tasks.get("pope", {}).get("metrics", {}) for run in runs]
+        splits = [s for s in POPE_SPLITS if any(isinstance(m.get(s), dict) for m in pope_metrics)]
+        series = [
+            svg.BarSeries(
+                view.name,
+                view.color,
+                [finite((metrics.get(s) or {}).get("f1")) for s in splits],
+                [finite((metrics.get(s) or {}).get("yes_ratio")) for s in splits],
+            )
+            for view, metrics in zip(views, pope_metrics, strict=True)
+            if metrics
+        ]
+        plots.append(
+            {
+                "kind": "pope",
+                "task": by_name["pope"],
+                "svg": svg.grouped_bars(
+                    splits,
+                    series,
+                    title="POPE F1 per split",
+                    y_label="F1 ↑",
+                    marker_label="yes_ratio",
+                    reference=(0.5, "0.5 = balanced"),
+                ),
+            }
+        )
     if "chair" in by_name:
         series = []
         for view, run in zip(views, runs, strict=True):
             metrics = run.tasks.get("chair", {}).get("metrics", {})
             if metrics:
-                series.append(svg.BarSeries(view.name, view.color, [finite(metrics.get("chair_i")), finite(metrics.get("chair_s"))]))
+                series.append(
+                    svg.BarSeries(
+                        view.name,
+                        view.color,
+                        [finite(metrics.get("chair_i")), finite(metrics.get("chair_s"))],
+                    )
+                )
         y_max = max([v for s in series for v in s.values if v is not None] + [0.1])
-        plots.append({
-            "kind": "chair", "task": by_name["chair"],
-            "svg": svg.grouped_bars(["CHAIR_i", "CHAIR_s"], series, title="CHAIR (lower is better)",
-                                    y_label="rate ↓", y_max=min(1.0, max(0.1, round(y_max * 1.25 + 0.049, 1)))),
-        })  # fmt: skip
+        plots.append(
+            {
+                "kind": "chair",
+                "task": by_name["chair"],
+                "svg": svg.grouped_bars(
+                    ["CHAIR_i", "CHAIR_s"],
+                    series,
+                    title="CHAIR (lower is better)",
+                    y_label="rate ↓",
+                    y_max=min(1.0, max(0.1, round(y_max * 1.25 + 0.049, 1))),
+                ),
+            }
+        )
     return plots
 
 
 def _significance(
-    runs: Sequence[Run], views: Sequence[RunView], tasks: Sequence[TaskView], alpha: float, seed: int, n_resamples: int
+    runs: Sequence[Run],
+    views: Sequence[RunView],
+    tasks: Sequence[TaskView],
+    alpha: float,
+    seed: int,
+    n_resamples: int,
 ) -> tuple[list[dict[str, Any]], str]:
     if len(runs) < 2:
         return [], "one run: nothing to compare"
@@ -253,11 +318,46 @@ def _significance(
             rows_a, rows_b = a.samples(task.name), b.samples(task.name)
             if not rows_a or not rows_b:
                 continue
-            comparison = compare_task(task.name, a.tasks[task.name], b.tasks[task.name], rows_a, rows_b,
-                                      task.headline, n_resamples=n_resamples, seed=seed, alpha=alpha)  # fmt: skip
+            fp_a = (a.tasks[task.name].get("data") or {}).get("fingerprint")
+            fp_b = (b.tasks[task.name].get("data") or {}).get("fingerprint")
+            if fp_a and fp_b and fp_a != fp_b:
+                out.append(
+                    {
+                        "a": views[i],
+                        "b": views[j],
+                        "task": task,
+                        "row": None,
+                        "comparison": None,
+                        "note": "different data sets (fingerprints differ): not compared",
+                        "significant": False,
+                        "better": None,
+                    }
+                )
+                continue
+            comparison = compare_task(
+                task.name,
+                a.tasks[task.name],
+                b.tasks[task.name],
+                rows_a,
+                rows_b,
+                task.headline,
+                n_resamples=n_resamples,
+                seed=seed,
+                alpha=alpha,
+            )
             if comparison.n_matched == 0:
-                out.append({"a": views[i], "b": views[j], "task": task, "row": None, "comparison": comparison,
-                            "significant": False, "better": None})  # fmt: skip
+                out.append(
+                    {
+                        "a": views[i],
+                        "b": views[j],
+                        "task": task,
+                        "row": None,
+                        "comparison": comparison,
+                        "note": "no common question ids: the runs used different samples",
+                        "significant": False,
+                        "better": None,
+                    }
+                )
                 continue
             for row in comparison.metrics:
                 top_level = "." not in row.metric or row.metric.startswith("all.")
@@ -267,9 +367,29 @@ def _significance(
                     worse = row.worse_by
                     if significant and worse is not None and worse != 0:
                         better = worse < 0
-                    out.append({"a": views[i], "b": views[j], "task": task, "row": row, "comparison": comparison,
-                                "significant": significant, "better": better})  # fmt: skip
+                    out.append(
+                        {
+                            "a": views[i],
+                            "b": views[j],
+                            "task": task,
+                            "row": row,
+                            "comparison": comparison,
+                            "significant": significant,
+                            "better": better,
+                        }
+                    )
     return out, scope
+
+
+def _capped_summary(browser: Sequence[BrowserTask]) -> list[str]:
+    """One phrase per task whose browser list is cut: 'pope: 30 of 400'."""
+    totals: dict[str, set[int]] = {}
+    shown: dict[str, int] = {}
+    for bt in browser:
+        if bt.capped:
+            totals.setdefault(bt.task, set()).add(bt.total)
+            shown[bt.task] = max(shown.get(bt.task, 0), len(bt.rows))
+    return [f"{task}: {shown[task]} of {'/'.join(str(t) for t in sorted(totals[task]))}" for task in totals]
 
 
 def _report_data(views: Sequence[RunView], tasks: Sequence[TaskView], runs: Sequence[Run]) -> dict[str, Any]:
@@ -278,15 +398,27 @@ def _report_data(views: Sequence[RunView], tasks: Sequence[TaskView], runs: Sequ
         "vlmbench_version": __version__,
         "runs": [
             {
-                "slug": v.slug, "name": v.name, "model": v.model.get("name"), "projector": v.model.get("projector"),
-                "resolution": v.resolution_name, "visual_tokens_per_image": v.vt_mean,
-                "params_total": v.params.get("total"), "throughput": v.throughput,
+                "slug": v.slug,
+                "name": v.name,
+                "model": v.model.get("name"),
+                "projector": v.model.get("projector"),
+                "resolution": v.resolution_name,
+                "visual_tokens_per_image": v.vt_mean,
+                "params_total": v.params.get("total"),
+                "throughput": v.throughput,
                 "tasks": {t: r["metrics"] for t, r in run.tasks.items()},
             }
             for v, run in zip(views, runs, strict=True)
-        ],  # fmt: skip
-        "tasks": [{"name": t.name, "headline": t.headline.metric, "higher_is_better": t.headline.higher_is_better,
-                   "synthetic": t.synthetic} for t in tasks],  # fmt: skip
+        ],
+        "tasks": [
+            {
+                "name": t.name,
+                "headline": t.headline.metric,
+                "higher_is_better": t.headline.higher_is_better,
+                "synthetic": t.synthetic,
+            }
+            for t in tasks
+        ],
     }
 
 
@@ -303,14 +435,21 @@ def build_context(
     views = [run_view(run, i, slug) for i, (run, slug) in enumerate(zip(runs, slugs, strict=True))]
     tasks = _task_views(runs)
     browser: list[BrowserTask] = [
-        browser_rows(run, i, task, max_samples_per_task) for i, run in enumerate(runs) for task in run.tasks if run.has_samples(task)
+        browser_rows(run, i, task, max_samples_per_task)
+        for i, run in enumerate(runs)
+        for task in run.tasks
+        if run.has_samples(task)
     ]
     significance, scope = _significance(runs, views, tasks, alpha, seed, n_resamples)
-    splits = sorted({row.split for bt in browser for row in bt.rows if row.split},
-                    key=lambda s: (POPE_SPLITS.index(s) if s in POPE_SPLITS else 99, s))  # fmt: skip
+    splits = sorted(
+        {row.split for bt in browser for row in bt.rows if row.split},
+        key=lambda s: (POPE_SPLITS.index(s) if s in POPE_SPLITS else 99, s),
+    )
     data = _report_data(views, tasks, runs)
     return {
-        "title": "vlmbench report: " + ", ".join(v.name for v in views[:4]) + (" …" if len(views) > 4 else ""),
+        "title": "vlmbench report: "
+        + ", ".join(v.name for v in views[:4])
+        + (" …" if len(views) > 4 else ""),
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "version": __version__,
         "runs": views,
@@ -325,10 +464,12 @@ def build_context(
         "alpha": alpha,
         "browser": browser,
         "browser_limit": max_samples_per_task,
-        "browser_capped": [bt for bt in browser if bt.capped],
+        "browser_capped": _capped_summary(browser),
         "splits": splits,
-        "outcomes": sorted({row.outcome for bt in browser for row in bt.rows},
-                           key=["right", "partial", "wrong", "error"].index),  # fmt: skip
+        "outcomes": sorted(
+            {row.outcome for bt in browser for row in bt.rows},
+            key=["right", "partial", "wrong", "error"].index,
+        ),
         "data": data,
         "nonce": nonce_for(str(script_json(data)), str(max_samples_per_task)),
     }
@@ -353,7 +494,9 @@ def render_report(
 ) -> Path:
     """Render one self-contained HTML report for ``run_dirs`` (run directories or results.json paths) to ``out``."""
     runs = [load_run(Path(p)) for p in run_dirs]
-    page = render_html(runs, max_samples_per_task=max_samples_per_task, alpha=alpha, seed=seed, n_resamples=n_resamples)
+    page = render_html(
+        runs, max_samples_per_task=max_samples_per_task, alpha=alpha, seed=seed, n_resamples=n_resamples
+    )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")

@@ -44,7 +44,13 @@ def _task_headlines(runs: Sequence[Run]) -> list[tuple[str, Headline]]:
 def _provenance(run: Run) -> dict[str, Any]:
     flags = [bool((r.get("data") or {}).get("synthetic")) for r in run.tasks.values()]
     kind = "synthetic" if flags and all(flags) else "mixed" if any(flags) else "real"
-    sources = sorted({str((r.get("data") or {}).get("source")) for r in run.tasks.values() if (r.get("data") or {}).get("source")})
+    sources = sorted(
+        {
+            str((r.get("data") or {}).get("source"))
+            for r in run.tasks.values()
+            if (r.get("data") or {}).get("source")
+        }
+    )
     return {"kind": kind, "sources": sources}
 
 
@@ -53,11 +59,13 @@ def leaderboard_row(run: Run, slug: str, tasks: Sequence[tuple[str, Headline]]) 
     model = run.model
     res = model.get("resolution")
     resolution = str(res.get("name")) if isinstance(res, dict) and res.get("name") else str(res or "unknown")
-    vt = model.get("visual_tokens_per_image") if isinstance(model.get("visual_tokens_per_image"), dict) else {}
+    vt = (
+        model.get("visual_tokens_per_image") if isinstance(model.get("visual_tokens_per_image"), dict) else {}
+    )
     params = model.get("params") if isinstance(model.get("params"), dict) else {}
     throughput = run.results.get("throughput") if isinstance(run.results.get("throughput"), dict) else {}
     cells: dict[str, Any] = {}
-    for task, headline in tasks:
+    for task, _ in tasks:
         result = run.tasks.get(task)
         if result is None:
             continue
@@ -113,15 +121,32 @@ def _model_page_context(run: Run, row: dict[str, Any]) -> dict[str, Any]:
         values = flatten(result["metrics"])
         cis = flatten_ci(result.get("ci95"))
         metrics = [
-            {"name": name, "value": values.get(name), "ci": cis.get(name), "headline": name == headline.metric}
+            {
+                "name": name,
+                "value": values.get(name),
+                "ci": cis.get(name),
+                "headline": name == headline.metric,
+            }
             for name in ordered_metrics(task, result["metrics"], headline)
         ]
-        tasks.append({"name": task, "headline": headline, "metrics": metrics, "result": result,
-                      "data": result.get("data") or {}})  # fmt: skip
+        tasks.append(
+            {
+                "name": task,
+                "headline": headline,
+                "metrics": metrics,
+                "result": result,
+                "data": result.get("data") or {},
+            }
+        )
     model = run.model
-    return {"row": row, "run": run, "model": model, "tasks": tasks,
-            "throughput": run.results.get("throughput") or {},
-            "environment": run.results.get("environment") or {}}  # fmt: skip
+    return {
+        "row": row,
+        "run": run,
+        "model": model,
+        "tasks": tasks,
+        "throughput": run.results.get("throughput") or {},
+        "environment": run.results.get("environment") or {},
+    }
 
 
 def _write(path: Path, text: str) -> None:
@@ -130,7 +155,9 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def build_leaderboard(paths: Sequence[Path], out: Path, *, max_samples_per_task: int = DEFAULT_MAX_SAMPLES) -> Path:
+def build_leaderboard(
+    paths: Sequence[Path], out: Path, *, max_samples_per_task: int = DEFAULT_MAX_SAMPLES
+) -> Path:
     """Build the static site for every run found under ``paths`` into ``out``; returns index.html."""
     runs = find_runs(paths)
     if not runs:
@@ -162,5 +189,8 @@ def build_leaderboard(paths: Sequence[Path], out: Path, *, max_samples_per_task:
     by_slug = {row["slug"]: row for row in data["rows"]}
     page = env.get_template("model.html.j2")
     for run, slug in zip(runs, slugs, strict=True):
-        _write(out / "models" / f"{slug}.html", page.render(**_model_page_context(run, by_slug[slug]), version=__version__))
+        _write(
+            out / "models" / f"{slug}.html",
+            page.render(**_model_page_context(run, by_slug[slug]), version=__version__),
+        )
     return out / "index.html"

@@ -101,7 +101,7 @@ def ordered_metrics(task: str, metrics: Mapping[str, Any], headline: Headline) -
     names = list(flatten(metrics))
     if task == "pope" or any(name.split(".", 1)[0] in POPE_SPLITS for name in names):
         order = {split: i for i, split in enumerate((*POPE_SPLITS, "all"))}
-        names.sort(key=lambda n: (order.get(n.split(".", 1)[0], -1) if "." in n else -1))
+        names.sort(key=lambda n: order.get(n.split(".", 1)[0], -1) if "." in n else -1)
     if headline.metric in names:
         names.remove(headline.metric)
         names.insert(0, headline.metric)

@@ -145,7 +145,9 @@ def _pope_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
 
 
 def _chair_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
-    if not all(isinstance(r.get("mentioned"), list) and isinstance(r.get("hallucinated"), list) for r in rows):
+    if not all(
+        isinstance(r.get("mentioned"), list) and isinstance(r.get("hallucinated"), list) for r in rows
+    ):
         return None
     mentions = np.array([len(r["mentioned"]) for r in rows], dtype=np.float64)
     halluc = np.array([len(r["hallucinated"]) for r in rows], dtype=np.float64)
@@ -192,7 +194,9 @@ def _mean_stats(rows: Sequence[Mapping[str, Any]], names: Sequence[str], headlin
     return SampleStats(compute, binary)
 
 
-def sample_stats(task: str, rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str], headline: str) -> SampleStats:
+def sample_stats(
+    task: str, rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str], headline: str
+) -> SampleStats:
     """The recomputation for ``task`` (POPE and CHAIR need their task fields; else means)."""
     special: SampleStats | None = None
     if task == "pope" or headline == "f1_mean_of_splits":

@@ -116,7 +116,9 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise UserError(f"{path}:{number}: not valid JSON ({exc.msg}); the file may be truncated") from exc
+                raise UserError(
+                    f"{path}:{number}: not valid JSON ({exc.msg}); the file may be truncated"
+                ) from exc
             if not isinstance(row, dict):
                 raise UserError(f"{path}:{number}: expected a JSON object per line")
             rows.append(row)

@@ -12,7 +12,13 @@ from typing import Any
 from vlmbench.report.metricspec import finite
 from vlmbench.report.runs import Run
 
-_IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".webp": "image/webp"}
+_IMAGE_TYPES = {
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+}
 MAX_THUMBNAIL_BYTES = 256 * 1024
 
 
@@ -74,7 +80,9 @@ def highlight(text: str, objects: Sequence[str]) -> list[Segment]:
     names = sorted({o for o in objects if isinstance(o, str) and o.strip()}, key=len, reverse=True)
     if not names or not text:
         return [Segment(text, False)]
-    pattern = re.compile(r"\b(?:" + "|".join(re.escape(n) + r"(?:e?s)?" for n in names) + r")\b", re.IGNORECASE)
+    pattern = re.compile(
+        r"\b(?:" + "|".join(re.escape(n) + r"(?:e?s)?" for n in names) + r")\b", re.IGNORECASE
+    )
     segments: list[Segment] = []
     pos = 0
     for match in pattern.finditer(text):

@@ -15,9 +15,17 @@ from dataclasses import dataclass
 from markupsafe import Markup
 
 PALETTE: tuple[str, ...] = (
-    "#2563eb", "#dc2626", "#059669", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777",
-    "#4b5563", "#65a30d",
-)  # fmt: skip
+    "#2563eb",
+    "#dc2626",
+    "#059669",
+    "#9333ea",
+    "#ea580c",
+    "#0891b2",
+    "#ca8a04",
+    "#db2777",
+    "#4b5563",
+    "#65a30d",
+)
 
 _FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif"
 _MARGIN = {"left": 52, "right": 16, "top": 40, "bottom": 44}
@@ -71,14 +79,18 @@ def _padded_range(values: Sequence[float], clamp: tuple[float, float] | None) ->
     return low, high
 
 
-def pareto_front(xs: Sequence[float], ys: Sequence[float], x_higher_better: bool, y_higher_better: bool) -> list[int]:
+def pareto_front(
+    xs: Sequence[float], ys: Sequence[float], x_higher_better: bool, y_higher_better: bool
+) -> list[int]:
     """Indices of the points no other point dominates, sorted by x."""
     sx = [x if x_higher_better else -x for x in xs]
     sy = [y if y_higher_better else -y for y in ys]
     front = []
     for i in range(len(xs)):
         dominated = any(
-            sx[j] >= sx[i] and sy[j] >= sy[i] and (sx[j] > sx[i] or sy[j] > sy[i]) for j in range(len(xs)) if j != i
+            sx[j] >= sx[i] and sy[j] >= sy[i] and (sx[j] > sx[i] or sy[j] > sy[i])
+            for j in range(len(xs))
+            if j != i
         )
         if not dominated:
             front.append(i)
@@ -122,17 +134,34 @@ def scatter(
     pts = [p for p in points if math.isfinite(p.x) and math.isfinite(p.y)]
     m = _MARGIN
     pw, ph = width - m["left"] - m["right"], height - m["top"] - m["bottom"]
-    parts: list[str] = [el("text", {"x": m["left"], "y": 18, "font_size": 13, "font_weight": 600, "fill": "#111827"}, text=title)]
+    parts: list[str] = [
+        el(
+            "text",
+            {"x": m["left"], "y": 18, "font_size": 13, "font_weight": 600, "fill": "#111827"},
+            text=title,
+        )
+    ]
     if not pts:
-        parts.append(el("text", {"x": width / 2, "y": height / 2, "text_anchor": "middle", "fill": "#6b7280",
-                                 "font_size": 12}, text="no data"))  # fmt: skip
+        parts.append(
+            el(
+                "text",
+                {
+                    "x": width / 2,
+                    "y": height / 2,
+                    "text_anchor": "middle",
+                    "fill": "#6b7280",
+                    "font_size": 12,
+                },
+                text="no data",
+            )
+        )
         return _svg(width, height, title, *parts)
     xs, ys = [p.x for p in pts], [p.y for p in pts]
     log_x = min(xs) > 0 and max(xs) / min(xs) > 20
     tx = [math.log10(x) for x in xs] if log_x else xs
     x_lo, x_hi = _padded_range(tx, None)
-    if not log_x:
-        x_lo = max(x_lo, 0.0) if min(xs) >= 0 else x_lo
+    if not log_x and min(xs) >= 0:  # token counts and throughput: the axis starts at zero
+        x_lo, x_hi = 0.0, max(x_hi, max(xs) * 1.1)
     y_lo, y_hi = _padded_range(ys, y_clamp)
 
     def px(v: float) -> float:
@@ -145,9 +174,16 @@ def scatter(
     grid: list[str] = []
     for t in nice_ticks(y_lo, y_hi, 5):
         y = py(t)
-        grid.append(el("line", {"x1": m["left"], "x2": m["left"] + pw, "y1": y, "y2": y, "stroke": "#e5e7eb"}))
-        grid.append(el("text", {"x": m["left"] - 6, "y": y + 4, "text_anchor": "end", "font_size": 10, "fill": "#4b5563"},
-                       text=f"{t:.2f}"))  # fmt: skip
+        grid.append(
+            el("line", {"x1": m["left"], "x2": m["left"] + pw, "y1": y, "y2": y, "stroke": "#e5e7eb"})
+        )
+        grid.append(
+            el(
+                "text",
+                {"x": m["left"] - 6, "y": y + 4, "text_anchor": "end", "font_size": 10, "fill": "#4b5563"},
+                text=f"{t:.2f}",
+            )
+        )
     if log_x:
         x_ticks = [10**k for k in range(math.floor(x_lo), math.ceil(x_hi) + 1) if x_lo <= k <= x_hi]
         x_ticks = x_ticks or [10 ** round((x_lo + x_hi) / 2)]
@@ -156,34 +192,112 @@ def scatter(
     for t in x_ticks:
         x = px(t)
         grid.append(el("line", {"x1": x, "x2": x, "y1": m["top"], "y2": m["top"] + ph, "stroke": "#f3f4f6"}))
-        grid.append(el("text", {"x": x, "y": m["top"] + ph + 14, "text_anchor": "middle", "font_size": 10, "fill": "#4b5563"},
-                       text=f"{t:g}"))  # fmt: skip
+        grid.append(
+            el(
+                "text",
+                {
+                    "x": x,
+                    "y": m["top"] + ph + 14,
+                    "text_anchor": "middle",
+                    "font_size": 10,
+                    "fill": "#4b5563",
+                },
+                text=f"{t:g}",
+            )
+        )
     parts.extend(grid)
-    parts.append(el("rect", {"x": m["left"], "y": m["top"], "width": pw, "height": ph, "fill": "none", "stroke": "#9ca3af"}))
-    parts.append(el("text", {"x": m["left"] + pw / 2, "y": height - 8, "text_anchor": "middle", "font_size": 11,
-                             "fill": "#374151"}, text=x_label + (" (log scale)" if log_x else "")))  # fmt: skip
-    parts.append(el("text", {"x": 12, "y": m["top"] + ph / 2, "text_anchor": "middle", "font_size": 11, "fill": "#374151",
-                             "transform": f"rotate(-90 12 {m['top'] + ph / 2:.1f})"}, text=y_label))  # fmt: skip
+    parts.append(
+        el(
+            "rect",
+            {"x": m["left"], "y": m["top"], "width": pw, "height": ph, "fill": "none", "stroke": "#9ca3af"},
+        )
+    )
+    parts.append(
+        el(
+            "text",
+            {
+                "x": m["left"] + pw / 2,
+                "y": height - 8,
+                "text_anchor": "middle",
+                "font_size": 11,
+                "fill": "#374151",
+            },
+            text=x_label + (" (log scale)" if log_x else ""),
+        )
+    )
+    parts.append(
+        el(
+            "text",
+            {
+                "x": 12,
+                "y": m["top"] + ph / 2,
+                "text_anchor": "middle",
+                "font_size": 11,
+                "fill": "#374151",
+                "transform": f"rotate(-90 12 {m['top'] + ph / 2:.1f})",
+            },
+            text=y_label,
+        )
+    )
     front = pareto_front(xs, ys, x_higher_better, y_higher_better)
     if len(front) > 1:
         coords = " ".join(f"{px(xs[i]):.1f},{py(ys[i]):.1f}" for i in front)
-        parts.append(el("polyline", {"points": coords, "fill": "none", "stroke": "#111827", "stroke_width": 1.2,
-                                     "stroke_dasharray": "4 3", "class": "pareto"}))  # fmt: skip
+        parts.append(
+            el(
+                "polyline",
+                {
+                    "points": coords,
+                    "fill": "none",
+                    "stroke": "#111827",
+                    "stroke_width": 1.2,
+                    "stroke_dasharray": "4 3",
+                    "class": "pareto",
+                },
+            )
+        )
     on_front = set(front)
     for i, p in enumerate(pts):
         cx, cy = px(p.x), py(p.y)
         if i in on_front:
-            parts.append(el("circle", {"cx": cx, "cy": cy, "r": 8, "fill": "none", "stroke": "#111827", "stroke_width": 1}))
-        parts.append(el("circle", {"cx": cx, "cy": cy, "r": 5, "fill": p.color, "stroke": "#fff"},
-                        el("title", text=f"{p.label}: {y_label} {p.y:.3f}, {x_label} {p.x:g}")))  # fmt: skip
+            parts.append(
+                el(
+                    "circle",
+                    {"cx": cx, "cy": cy, "r": 8, "fill": "none", "stroke": "#111827", "stroke_width": 1},
+                )
+            )
+        parts.append(
+            el(
+                "circle",
+                {"cx": cx, "cy": cy, "r": 5, "fill": p.color, "stroke": "#fff"},
+                el("title", text=f"{p.label}: {y_label} {p.y:.3f}, {x_label} {p.x:g}"),
+            )
+        )
         anchor = "end" if cx > m["left"] + pw * 0.7 else "start"
         dx = -10 if anchor == "end" else 10
-        parts.append(el("text", {"x": cx + dx, "y": cy - 7, "text_anchor": anchor, "font_size": 10, "fill": "#1f2937"},
-                        text=_short(p.label)))  # fmt: skip
+        parts.append(
+            el(
+                "text",
+                {"x": cx + dx, "y": cy - 7, "text_anchor": anchor, "font_size": 10, "fill": "#1f2937"},
+                text=_short(p.label),
+            )
+        )
     legend_x = m["left"] + pw - 86
-    parts.append(el("line", {"x1": legend_x, "x2": legend_x + 18, "y1": 30, "y2": 30, "stroke": "#111827",
-                             "stroke_dasharray": "4 3"}))  # fmt: skip
-    parts.append(el("text", {"x": legend_x + 22, "y": 33, "font_size": 10, "fill": "#374151"}, text="Pareto front"))
+    parts.append(
+        el(
+            "line",
+            {
+                "x1": legend_x,
+                "x2": legend_x + 18,
+                "y1": 30,
+                "y2": 30,
+                "stroke": "#111827",
+                "stroke_dasharray": "4 3",
+            },
+        )
+    )
+    parts.append(
+        el("text", {"x": legend_x + 22, "y": 33, "font_size": 10, "fill": "#374151"}, text="Pareto front")
+    )
     return _svg(width, height, title, *parts)
 
 
@@ -210,18 +324,43 @@ def grouped_bars(
     """Bars for each series within each group; optional diamond markers and a dashed reference line."""
     m = {**_MARGIN, "bottom": 62}
     pw, ph = width - m["left"] - m["right"], height - m["top"] - m["bottom"]
-    parts = [el("text", {"x": m["left"], "y": 18, "font_size": 13, "font_weight": 600, "fill": "#111827"}, text=title)]
+    parts = [
+        el(
+            "text",
+            {"x": m["left"], "y": 18, "font_size": 13, "font_weight": 600, "fill": "#111827"},
+            text=title,
+        )
+    ]
 
     def py(v: float) -> float:
         return m["top"] + ph - max(0.0, min(v, y_max)) / y_max * ph
 
     for t in nice_ticks(0.0, y_max, 5):
         y = py(t)
-        parts.append(el("line", {"x1": m["left"], "x2": m["left"] + pw, "y1": y, "y2": y, "stroke": "#e5e7eb"}))
-        parts.append(el("text", {"x": m["left"] - 6, "y": y + 4, "text_anchor": "end", "font_size": 10, "fill": "#4b5563"},
-                        text=f"{t:.2f}"))  # fmt: skip
-    parts.append(el("text", {"x": 12, "y": m["top"] + ph / 2, "text_anchor": "middle", "font_size": 11, "fill": "#374151",
-                             "transform": f"rotate(-90 12 {m['top'] + ph / 2:.1f})"}, text=y_label))  # fmt: skip
+        parts.append(
+            el("line", {"x1": m["left"], "x2": m["left"] + pw, "y1": y, "y2": y, "stroke": "#e5e7eb"})
+        )
+        parts.append(
+            el(
+                "text",
+                {"x": m["left"] - 6, "y": y + 4, "text_anchor": "end", "font_size": 10, "fill": "#4b5563"},
+                text=f"{t:.2f}",
+            )
+        )
+    parts.append(
+        el(
+            "text",
+            {
+                "x": 12,
+                "y": m["top"] + ph / 2,
+                "text_anchor": "middle",
+                "font_size": 11,
+                "fill": "#374151",
+                "transform": f"rotate(-90 12 {m['top'] + ph / 2:.1f})",
+            },
+            text=y_label,
+        )
+    )
     n_groups, n_series = max(len(groups), 1), max(len(series), 1)
     group_w = pw / n_groups
     bar_w = min(28.0, group_w * 0.8 / n_series)
@@ -232,23 +371,73 @@ def grouped_bars(
             x = gx + s * bar_w
             if value is not None and math.isfinite(value):
                 top = py(value)
-                parts.append(el("rect", {"x": x + 1, "y": top, "width": bar_w - 2, "height": m["top"] + ph - top,
-                                         "fill": ser.color, "rx": 1.5},
-                                el("title", text=f"{ser.label} · {group}: {value:.3f}")))  # fmt: skip
+                parts.append(
+                    el(
+                        "rect",
+                        {
+                            "x": x + 1,
+                            "y": top,
+                            "width": bar_w - 2,
+                            "height": m["top"] + ph - top,
+                            "fill": ser.color,
+                            "rx": 1.5,
+                        },
+                        el("title", text=f"{ser.label} · {group}: {value:.3f}"),
+                    )
+                )
             marker = ser.markers[g] if ser.markers is not None and g < len(ser.markers) else None
             if marker is not None and math.isfinite(marker):
                 cx, cy = x + bar_w / 2, py(marker)
-                diamond = f"{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy:.1f} {cx:.1f},{cy + 5:.1f} {cx - 5:.1f},{cy:.1f}"
-                parts.append(el("polygon", {"points": diamond, "fill": "#fff", "stroke": "#111827", "stroke_width": 1.3},
-                                el("title", text=f"{ser.label} · {group}: {marker_label or 'marker'} {marker:.3f}")))  # fmt: skip
-        parts.append(el("text", {"x": m["left"] + (g + 0.5) * group_w, "y": m["top"] + ph + 15, "text_anchor": "middle",
-                                 "font_size": 11, "fill": "#1f2937"}, text=group))  # fmt: skip
+                diamond = (
+                    f"{cx:.1f},{cy - 5:.1f} {cx + 5:.1f},{cy:.1f} {cx:.1f},{cy + 5:.1f} {cx - 5:.1f},{cy:.1f}"
+                )
+                parts.append(
+                    el(
+                        "polygon",
+                        {"points": diamond, "fill": "#fff", "stroke": "#111827", "stroke_width": 1.3},
+                        el("title", text=f"{ser.label} · {group}: {marker_label or 'marker'} {marker:.3f}"),
+                    )
+                )
+        parts.append(
+            el(
+                "text",
+                {
+                    "x": m["left"] + (g + 0.5) * group_w,
+                    "y": m["top"] + ph + 15,
+                    "text_anchor": "middle",
+                    "font_size": 11,
+                    "fill": "#1f2937",
+                },
+                text=group,
+            )
+        )
     if reference is not None:
         y = py(reference[0])
-        parts.append(el("line", {"x1": m["left"], "x2": m["left"] + pw, "y1": y, "y2": y, "stroke": "#6b7280",
-                                 "stroke_dasharray": "5 3"}))  # fmt: skip
-    parts.append(el("line", {"x1": m["left"], "x2": m["left"] + pw, "y1": m["top"] + ph, "y2": m["top"] + ph,
-                             "stroke": "#9ca3af"}))  # fmt: skip
+        parts.append(
+            el(
+                "line",
+                {
+                    "x1": m["left"],
+                    "x2": m["left"] + pw,
+                    "y1": y,
+                    "y2": y,
+                    "stroke": "#6b7280",
+                    "stroke_dasharray": "5 3",
+                },
+            )
+        )
+    parts.append(
+        el(
+            "line",
+            {
+                "x1": m["left"],
+                "x2": m["left"] + pw,
+                "y1": m["top"] + ph,
+                "y2": m["top"] + ph,
+                "stroke": "#9ca3af",
+            },
+        )
+    )
     # Legend: one row under the axis, wrapping is avoided by truncating labels.
     lx, ly = m["left"], height - 22
     items: list[tuple[str, str]] = [(ser.color, _short(ser.label, 18)) for ser in series]
@@ -259,6 +448,11 @@ def grouped_bars(
         if lx > width - 90:
             lx, ly = m["left"], ly + 14
     if marker_label:
-        parts.append(el("text", {"x": width - m["right"], "y": 32, "text_anchor": "end", "font_size": 10, "fill": "#374151"},
-                        text=f"◇ {marker_label}" + (f"   ┄ {reference[1]}" if reference else "")))  # fmt: skip
+        parts.append(
+            el(
+                "text",
+                {"x": width - m["right"], "y": 32, "text_anchor": "end", "font_size": 10, "fill": "#374151"},
+                text=f"◇ {marker_label}" + (f"   ┄ {reference[1]}" if reference else ""),
+            )
+        )
     return _svg(width, height, title, *parts)

@@ -1,0 +1,427 @@
+"""Training recipes: a YAML file that says what to train, on which data, in which stages.
+
+A recipe is data, not code (prismatic-vlms style): the model (a preset name, optionally with
+overrides, or a full config), the seed, where to write the checkpoint, the tokenizer, the synthetic
+training sets to generate, and an ordered list of stages. `load_recipe` validates everything up
+front so that a typo fails in one line naming the field, before any training starts.
+
+    name: internvl-style
+    model: {preset: internvl-style, overrides: {llm: {num_layers: 4}}}
+    seed: 0
+    output_dir: models/checkpoints/internvl-style
+    tokenizer: {vocab_size: 512, corpus: [instructions, documents]}
+    data:
+      instructions: {generator: instructions, n: 2000, seed: 1002}
+    stages:
+      - {name: sft, kind: sft, train: [vision, projector, llm], data: {instructions: 1.0},
+         steps: 1000, batch_size: 8, lr: 1e-3, warmup_steps: 50}
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vlmbench.errors import UserError
+
+STAGE_KINDS: tuple[str, ...] = ("lm_pretrain", "vision_contrastive", "align", "sft", "dpo")
+COMPONENTS: tuple[str, ...] = ("vision", "projector", "llm", "cross_attention")
+GENERATORS: tuple[str, ...] = ("captions", "instructions", "preferences", "documents")
+CONTRASTIVE_LOSSES: tuple[str, ...] = ("clip", "siglip")
+TEXT_ENCODERS: tuple[str, ...] = ("llm_mean", "small")
+SAVE_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
+
+# Which generators a stage kind can read.
+_KIND_DATA: dict[str, tuple[str, ...]] = {
+    "lm_pretrain": ("captions", "instructions", "documents", "preferences"),
+    "vision_contrastive": ("captions",),
+    "align": ("captions", "instructions", "documents"),
+    "sft": ("captions", "instructions", "documents"),
+    "dpo": ("preferences",),
+}
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """One synthetic training set and how its conversations are normalised when read.
+
+    `answer_suffix` is appended to user turns with a short answer (<= `short_answer_words` words) so
+    training prompts match the evaluation prompts (LLaVA-1.5's "Answer the question using a single
+    word or phrase."); `capitalize_yes_no` turns "yes"/"no" answers into the "Yes"/"No" that POPE's
+    choices score; `caption_prompts`, when given, replace the prompts of caption turns (cycled)."""
+
+    generator: str
+    n: int
+    seed: int
+    answer_suffix: str = ""
+    capitalize_yes_no: bool = False
+    caption_prompts: tuple[str, ...] = ()
+    short_answer_words: int = 3
+    width: int = 256  # documents only: page size
+    height: int = 320
+
+    def cache_key(self) -> str:
+        """The generated files depend on these fields only (normalisation happens at read time)."""
+        extra = f"-{self.width}x{self.height}" if self.generator == "documents" else ""
+        return f"{self.generator}-s{self.seed}-n{self.n}{extra}"
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """Train a byte-level BPE tokenizer on the text of `corpus` (data set names), or load `path`."""
+
+    path: str | None = None
+    vocab_size: int = 512
+    corpus: tuple[str, ...] = ()
+    split_digits: bool = True  # numbers tokenised digit by digit (no digit merges are learned)
+    min_frequency: int = 2
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One training stage. Components not in `train` are frozen (requires_grad False)."""
+
+    name: str
+    kind: str
+    train: tuple[str, ...]
+    data: dict[str, float]
+    steps: int
+    batch_size: int
+    lr: float
+    warmup_steps: int = 0
+    cosine: bool = True
+    min_lr_ratio: float = 0.1
+    grad_clip: float | None = 1.0
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.98)
+    loss: str | None = None  # vision_contrastive: clip | siglip
+    text_encoder: str = "llm_mean"  # vision_contrastive: llm_mean | small
+    embed_dim: int = 64  # vision_contrastive: joint embedding width
+    beta: float = 0.1  # dpo
+    lora_rank: int | None = None  # dpo: LoRA on the LLM's attention projections (merged at the end)
+    lora_alpha: float = 16.0
+    checkpoint_every: int | None = None
+    log_every: int = 10
+    max_text_tokens: int = 64  # lm_pretrain / vision_contrastive: text truncation
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: dict[str, Any]  # the resolved VLMConfig as a dict
+    seed: int
+    output_dir: str
+    work_dir: str
+    data_dir: str
+    tokenizer: TokenizerSpec
+    data: dict[str, DataSpec]
+    stages: tuple[StageConfig, ...]
+    save_dtype: str = "bfloat16"
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    source: str = "recipe"
+
+    def fingerprint(self) -> str:
+        """A hash of everything that determines the trained weights (not where files go)."""
+        payload = {
+            "model": self.model,
+            "seed": self.seed,
+            "tokenizer": dataclasses.asdict(self.tokenizer),
+            "data": {k: dataclasses.asdict(v) for k, v in sorted(self.data.items())},
+            "stages": [dataclasses.asdict(s) for s in self.stages],
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("source")
+        return out
+
+
+# ---- loading ---------------------------------------------------------------------------------
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read and validate a recipe file. `overrides` replaces top-level keys (e.g. output_dir)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"recipe {path} does not exist; recipes live in recipes/*.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe must be a mapping with name, model, stages, ...")
+    data = {**data, **(overrides or {})}
+    return parse_recipe(data, source=str(path), base_dir=_repo_root())
+
+
+def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | None = None) -> Recipe:
+    """Validate a recipe mapping; relative paths are resolved against `base_dir` (the repo root)."""
+    base = base_dir or _repo_root()
+    known = {"name", "model", "seed", "output_dir", "work_dir", "data_dir", "tokenizer", "data", "stages",
+             "save_dtype", "precision", "description", "notes"}
+    _no_unknown(data, known, source)
+    name = _require(data, "name", str, source)
+    seed = _require(data, "seed", int, source)
+    model = _resolve_model(data.get("model"), source)
+    output_dir = str(_resolve(base, data.get("output_dir") or f"runs/train/{name}/final"))
+    work_dir = str(_resolve(base, data.get("work_dir") or f"runs/train/{name}"))
+    data_dir = str(_resolve(base, data.get("data_dir") or "runs/train-data"))
+    specs = _parse_data(data.get("data") or {}, source)
+    tokenizer = _parse_tokenizer(data.get("tokenizer") or {}, specs, source, base)
+    raw_stages = data.get("stages")
+    if not isinstance(raw_stages, list) or not raw_stages:
+        raise UserError(f"{source}: 'stages' must be a non-empty list of stage mappings")
+    stages = tuple(_parse_stage(s, i, specs, model, source) for i, s in enumerate(raw_stages))
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise UserError(f"{source}: stage names must be unique, got {names}")
+    save_dtype = str(data.get("save_dtype", "bfloat16"))
+    _choice(save_dtype, SAVE_DTYPES, f"{source}: save_dtype")
+    precision = str(data.get("precision", "auto"))
+    _choice(precision, PRECISIONS, f"{source}: precision")
+    return Recipe(
+        name=name,
+        model=model,
+        seed=seed,
+        output_dir=output_dir,
+        work_dir=work_dir,
+        data_dir=data_dir,
+        tokenizer=tokenizer,
+        data=specs,
+        stages=stages,
+        save_dtype=save_dtype,
+        precision=precision,
+        source=source,
+    )
+
+
+def eval_seeds(tasks_dir: Path | None = None) -> set[int]:
+    """The `synthetic_seed` of every task config: training data must never use these."""
+    directory = tasks_dir or _repo_root() / "tasks"
+    seeds = set()
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        if isinstance(cfg, dict) and isinstance(cfg.get("synthetic_seed"), int):
+            seeds.add(cfg["synthetic_seed"])
+    return seeds or {0}
+
+
+# ---- parts -----------------------------------------------------------------------------------
+
+
+def _resolve_model(value: Any, source: str) -> dict[str, Any]:
+    """`model:` is a preset name, `{preset, overrides}`, or a full config mapping."""
+    from vlmbench.modeling.config import VLMConfig
+    from vlmbench.modeling.presets import load_preset
+
+    if isinstance(value, str):
+        return load_preset(value).to_dict()
+    if not isinstance(value, dict):
+        raise UserError(f"{source}: 'model' must be a preset name, {{preset, overrides}} or a config mapping")
+    if "preset" in value:
+        _no_unknown(value, {"preset", "overrides"}, f"{source}: model")
+        base = load_preset(str(value["preset"])).to_dict()
+        merged = _deep_merge(base, value.get("overrides") or {})
+        return VLMConfig.from_dict(merged, source=f"{source}: model").to_dict()
+    return VLMConfig.from_dict(value, source=f"{source}: model").to_dict()
+
+
+def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: 'data' must map a data set name to {{generator, n, seed}}")
+    forbidden = eval_seeds()
+    fields = {f.name for f in dataclasses.fields(DataSpec)}
+    out: dict[str, DataSpec] = {}
+    for name, spec in raw.items():
+        where = f"{source}: data.{name}"
+        if not isinstance(spec, dict):
+            raise UserError(f"{where} must be a mapping with generator, n, seed")
+        _no_unknown(spec, fields, where)
+        generator = _require(spec, "generator", str, where)
+        _choice(generator, GENERATORS, f"{where}.generator")
+        n = _require(spec, "n", int, where)
+        seed = _require(spec, "seed", int, where)
+        if n < 1:
+            raise UserError(f"{where}.n must be >= 1")
+        if seed in forbidden:
+            raise UserError(
+                f"{where}.seed {seed} is the seed of an evaluation set (tasks/*.yaml synthetic_seed "
+                f"{sorted(forbidden)}); training data must use other seeds (e.g. 1000+)"
+            )
+        kwargs = dict(spec)
+        kwargs["caption_prompts"] = tuple(spec.get("caption_prompts") or ())
+        out[str(name)] = DataSpec(**kwargs)
+    return out
+
+
+def _parse_tokenizer(raw: Any, specs: dict[str, DataSpec], source: str, base: Path) -> TokenizerSpec:
+    where = f"{source}: tokenizer"
+    if isinstance(raw, str):
+        raw = {"path": raw}
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a path or a mapping {{vocab_size, corpus}}")
+    _no_unknown(raw, {f.name for f in dataclasses.fields(TokenizerSpec)}, where)
+    corpus = tuple(raw.get("corpus") or ())
+    for name in corpus:
+        if name not in specs:
+            raise UserError(f"{where}.corpus names data set '{name}', which 'data' does not define")
+    path = raw.get("path")
+    if path is not None:
+        path = str(_resolve(base, path))
+    vocab = int(raw.get("vocab_size", 512))
+    if vocab < 300:
+        raise UserError(f"{where}.vocab_size {vocab} is too small: a byte-level tokenizer needs > 263 entries")
+    return TokenizerSpec(
+        path=path,
+        vocab_size=vocab,
+        corpus=corpus,
+        split_digits=bool(raw.get("split_digits", True)),
+        min_frequency=int(raw.get("min_frequency", 2)),
+    )
+
+
+def _parse_stage(raw: Any, index: int, specs: dict[str, DataSpec], model: dict[str, Any], source: str) -> StageConfig:
+    where = f"{source}: stages[{index}]"
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a mapping")
+    _no_unknown(raw, {f.name for f in dataclasses.fields(StageConfig)}, where)
+    name = _require(raw, "name", str, where)
+    where = f"{source}: stage '{name}'"
+    kind = _require(raw, "kind", str, where)
+    _choice(kind, STAGE_KINDS, f"{where}.kind")
+    train = raw.get("train")
+    if isinstance(train, str):
+        train = [train]
+    if not isinstance(train, list):
+        raise UserError(f"{where}.train must list the trainable components ({', '.join(COMPONENTS)})")
+    for component in train:
+        _choice(component, COMPONENTS, f"{where}.train")
+    if "cross_attention" in train and not model.get("cross_attention_every"):
+        raise UserError(f"{where}.train names cross_attention but the model has none (cross_attention_every)")
+    data = raw.get("data")
+    if isinstance(data, str):
+        data = {data: 1.0}
+    elif isinstance(data, list):
+        data = {str(d): 1.0 for d in data}
+    if not isinstance(data, dict) or not data:
+        raise UserError(f"{where}.data must name at least one data set (a list, or name: weight)")
+    for dname, weight in data.items():
+        if dname not in specs:
+            raise UserError(f"{where}.data names '{dname}', which 'data' does not define ({', '.join(specs)})")
+        if specs[dname].generator not in _KIND_DATA[kind]:
+            raise UserError(
+                f"{where}: a {kind} stage cannot read '{dname}' ({specs[dname].generator}); "
+                f"it reads {', '.join(_KIND_DATA[kind])}"
+            )
+        if not isinstance(weight, (int, float)) or weight <= 0:
+            raise UserError(f"{where}.data.{dname}: the sampling weight must be a positive number")
+    kwargs = {k: v for k, v in raw.items() if k not in ("train", "data")}
+    for key in ("lr", "weight_decay", "min_lr_ratio", "beta", "lora_alpha"):
+        if key in kwargs:
+            kwargs[key] = float(kwargs[key])
+    if "grad_clip" in kwargs and kwargs["grad_clip"] is not None:
+        kwargs["grad_clip"] = float(kwargs["grad_clip"])
+    if "betas" in kwargs:
+        kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
+    try:
+        stage = StageConfig(train=tuple(train), data={str(k): float(v) for k, v in data.items()}, **kwargs)
+    except TypeError as exc:
+        raise UserError(f"{where}: {exc}") from None
+    if stage.steps < 1 or stage.batch_size < 1:
+        raise UserError(f"{where}: steps and batch_size must be >= 1")
+    if stage.lr <= 0:
+        raise UserError(f"{where}: lr must be > 0")
+    if not 0 <= stage.warmup_steps <= stage.steps:
+        raise UserError(f"{where}: warmup_steps must lie in [0, steps]")
+    if kind == "vision_contrastive":
+        if stage.loss not in CONTRASTIVE_LOSSES:
+            raise UserError(f"{where}.loss must be one of {', '.join(CONTRASTIVE_LOSSES)} for vision_contrastive")
+        _choice(stage.text_encoder, TEXT_ENCODERS, f"{where}.text_encoder")
+        if stage.batch_size < 2:
+            raise UserError(f"{where}: contrastive training needs batch_size >= 2 (in-batch negatives)")
+    elif stage.loss is not None:
+        raise UserError(f"{where}.loss is only used by vision_contrastive stages")
+    if kind == "lm_pretrain" and set(train) - {"llm"}:
+        raise UserError(f"{where}: lm_pretrain trains the LLM only (train: [llm])")
+    if stage.lora_rank is not None:
+        if kind != "dpo":
+            raise UserError(f"{where}.lora_rank is only supported in dpo stages")
+        if stage.lora_rank < 1:
+            raise UserError(f"{where}.lora_rank must be >= 1")
+        if "llm" not in train:
+            raise UserError(f"{where}: lora_rank adapts the LLM, so train must include llm")
+    if stage.checkpoint_every is not None and stage.checkpoint_every < 1:
+        raise UserError(f"{where}.checkpoint_every must be >= 1 or null")
+    if not train and kind != "vision_contrastive":
+        raise UserError(f"{where}.train is empty: nothing would be trained")
+    return stage
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+
+def _repo_root() -> Path:
+    import vlmbench
+
+    return Path(vlmbench.__file__).resolve().parents[1]
+
+
+def _resolve(base: Path, value: str | Path) -> Path:
+    path = Path(value)
+    return path if path.is_absolute() else base / path
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _no_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
+
+
+def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in data:
+        raise UserError(f"{where}: missing required field '{key}'")
+    value = data[key]
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        raise UserError(f"{where}.{key} must be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _choice(value: str, options: tuple[str, ...], what: str) -> None:
+    if value not in options:
+        raise UserError(f"{what} '{value}' is unknown; valid options: {', '.join(options)}")
+
+
+__all__ = [
+    "COMPONENTS",
+    "DataSpec",
+    "Recipe",
+    "STAGE_KINDS",
+    "StageConfig",
+    "TokenizerSpec",
+    "eval_seeds",
+    "load_recipe",
+    "parse_recipe",
+    "field",
+]

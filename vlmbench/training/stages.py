@@ -1,0 +1,672 @@
+"""The stage loop: build the model, then run each recipe stage with its own trainable components,
+data mixture, optimiser and schedule, checkpointing as it goes.
+
+Stage kinds (what the loss is):
+- `lm_pretrain`: next-token loss of the LLM alone on the text of the training conversations.
+- `vision_contrastive`: the ViT against a text encoder (the LLM's mean-pooled token embeddings or a
+  small transformer), CLIP softmax or SigLIP sigmoid loss; the heads are discarded afterwards.
+- `align` / `sft`: next-token loss on the assistant tokens of (multi-turn) LLaVA conversations, the
+  visual tokens spliced in at `<image>` (or fed to the cross-attention layers, Flamingo style).
+- `dpo`: DPO of the policy against a frozen copy of the model taken at the start of the stage,
+  optionally through LoRA adapters on the LLM's attention projections, merged at the end.
+
+Determinism: weights are seeded from the recipe seed, every stage reseeds torch at its start, and the
+batch of step s is a pure function of (seed, stage, s). A checkpoint holds everything else (weights,
+optimiser, RNG, step), so a resumed stage ends bit-identical to an uninterrupted one.
+Distributed: under torchrun (WORLD_SIZE > 1) the stage objective is wrapped in DDP (gloo on CPU,
+nccl on GPU) and each rank takes its share of every global batch; rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlmbench.errors import UserError
+from vlmbench.modeling.config import VLMConfig
+from vlmbench.training import checkpoint as ckpt
+from vlmbench.training.data import (
+    Conversation,
+    MixtureSampler,
+    Preference,
+    caption_of,
+    conversation_segments,
+    corpus_texts,
+    load_dataset,
+    load_image,
+    prepare_data,
+    text_only_segments,
+    tokenize_segments,
+)
+from vlmbench.training.lora import apply_lora, lora_parameters, merge_lora
+from vlmbench.training.losses import clip_loss, dpo_loss, sequence_logprobs, siglip_loss
+from vlmbench.training.recipe import Recipe, StageConfig
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+DONE_FILE = "done.json"
+STAGE_WEIGHTS = "model.safetensors"
+SUMMARY_FILE = "train_summary.json"
+
+
+class TrainingInterrupted(Exception):
+    """Raised by the `stop_after` hook: the run stops as if killed (no checkpoint is written for it)."""
+
+
+@dataclass
+class TrainControl:
+    """How to run a recipe (not what to train): resume, device, and a step budget for this call."""
+
+    resume: bool = False
+    device: str | None = None
+    stop_after: int | None = None  # optimizer steps in this invocation, then TrainingInterrupted
+    steps_done: int = field(default=0, init=False)
+
+    def tick(self) -> None:
+        self.steps_done += 1
+        if self.stop_after is not None and self.steps_done >= self.stop_after:
+            raise TrainingInterrupted(f"stopped after {self.steps_done} steps (stop_after)")
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+# ---- entry point -----------------------------------------------------------------------------
+
+
+def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
+    """Run every stage of `recipe` and save the final VLM to `recipe.output_dir`; returns that path."""
+    control = control or TrainControl()
+    dist_info = _init_distributed(control.device)
+    work = Path(recipe.work_dir)
+    fingerprint = recipe.fingerprint()
+    if dist_info.main:
+        _prepare_work_dir(work, fingerprint, control.resume)
+    _barrier(dist_info)
+    if dist_info.main:
+        dirs = prepare_data(recipe.data, Path(recipe.data_dir))
+    _barrier(dist_info)
+    dirs = prepare_data(recipe.data, Path(recipe.data_dir))  # all present now: only resolves paths
+    datasets = {name: load_dataset(spec, dirs[name]) for name, spec in recipe.data.items()}
+    tokenizer = _tokenizer(recipe, datasets, work, dist_info)
+    model = _build_model(recipe, tokenizer).to(dist_info.device)
+    stage_times: list[dict[str, Any]] = []
+    for index, stage in enumerate(recipe.stages):
+        stage_dir = work / "stages" / f"{index:02d}-{stage.name}"
+        done = stage_dir / DONE_FILE
+        if done.exists():
+            from safetensors.torch import load_model
+
+            load_model(model, str(stage_dir / STAGE_WEIGHTS), strict=True)
+            stage_times.append(json.loads(done.read_text()))
+            log.info("stage %s already done: loaded its weights", stage.name)
+            continue
+        result = run_stage(recipe, index, stage, model, tokenizer, datasets, stage_dir, control, dist_info, fingerprint)
+        stage_times.append(result)
+    out = Path(recipe.output_dir)
+    if dist_info.main:
+        _save_final(recipe, model, out, work, stage_times)
+    _barrier(dist_info)
+    return out
+
+
+# ---- stage -----------------------------------------------------------------------------------
+
+
+def run_stage(
+    recipe: Recipe,
+    index: int,
+    stage: StageConfig,
+    model: nn.Module,
+    tokenizer: Any,
+    datasets: dict[str, list[Any]],
+    stage_dir: Path,
+    control: TrainControl,
+    dist_info: DistInfo,
+    fingerprint: str,
+) -> dict[str, Any]:
+    """Train one stage in place on `model`; writes the stage's weights and `done.json`."""
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(recipe.seed * 1009 + index)
+    set_trainable(model, stage.train)
+    reference = None
+    if stage.kind == "dpo":
+        reference = clone_model(model).eval()
+        if stage.lora_rank:
+            for p in model.llm.parameters():
+                p.requires_grad_(False)
+            apply_lora(model.llm, stage.lora_rank, stage.lora_alpha)
+    heads = None
+    if stage.kind == "vision_contrastive":
+        heads = ContrastiveHeads(model, stage, len(tokenizer)).to(dist_info.device)
+    objective = StageObjective(stage, model, heads)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    if not params:
+        raise UserError(f"stage {stage.name}: no trainable parameters")
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": [p for p in params if p.ndim >= 2], "weight_decay": stage.weight_decay},
+            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+        ],
+        lr=stage.lr,
+        betas=stage.betas,
+    )
+    start, elapsed = 0, 0.0
+    latest = ckpt.latest_checkpoint(stage_dir) if control.resume else None
+    if latest is not None:
+        state = ckpt.load_checkpoint(latest, objective, optimizer)
+        if state.get("fingerprint") != fingerprint:
+            raise UserError(
+                f"{latest} was written by a different recipe (fingerprint {state.get('fingerprint')} != "
+                f"{fingerprint}); run without --resume to start over"
+            )
+        start, elapsed = int(state["step"]), float(state.get("elapsed_s", 0.0))
+        log.info("stage %s: resuming at step %d from %s", stage.name, start, latest)
+    elif dist_info.main:
+        for old in stage_dir.glob("checkpoint-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        (stage_dir / ckpt.LATEST_FILE).unlink(missing_ok=True)
+    if dist_info.main:
+        _truncate_log(stage_dir / LOG_FILE, start)
+    runner: nn.Module = objective
+    if dist_info.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
+        runner = DistributedDataParallel(objective, device_ids=device_ids, find_unused_parameters=True)
+    if stage.batch_size % dist_info.world:
+        raise UserError(f"stage {stage.name}: batch_size {stage.batch_size} is not divisible by {dist_info.world} ranks")
+    distinct = (lambda item: item.image) if stage.kind == "vision_contrastive" else None
+    sampler = MixtureSampler(
+        {name: datasets[name] for name in stage.data}, stage.data, recipe.seed, index, distinct_key=distinct
+    )
+    autocast = _autocast(recipe, dist_info)
+    collate = Collator(stage, model, tokenizer)
+    objective.train()
+    loss_value = float("nan")
+    log.info("stage %s (%s): steps %d..%d, train %s", stage.name, stage.kind, start, stage.steps, list(stage.train))
+    for step in range(start, stage.steps):
+        t0 = time.perf_counter()
+        lr = lr_at(stage, step)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        items = sampler.batch(step, stage.batch_size)[dist_info.rank :: dist_info.world]
+        batch = collate(items)
+        if reference is not None:
+            with torch.no_grad(), autocast:
+                batch.reference = dpo_logprobs(reference, batch)
+        with autocast:
+            loss, stats = runner(batch)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.grad_clip) if stage.grad_clip else None
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        dt = time.perf_counter() - t0
+        elapsed += dt
+        loss_value = float(loss.detach())
+        if dist_info.main and ((step + 1) % stage.log_every == 0 or step == start or step + 1 == stage.steps):
+            row = {
+                "step": step + 1,
+                "loss": round(loss_value, 5),
+                "lr": lr,
+                "tokens_per_s": round(batch.tokens * dist_info.world / max(dt, 1e-9), 1),
+                "elapsed_s": round(elapsed, 2),
+                **({"grad_norm": round(float(grad_norm), 4)} if grad_norm is not None else {}),
+                **{k: round(float(v), 5) for k, v in stats.items()},
+            }
+            with open(stage_dir / LOG_FILE, "a") as handle:
+                handle.write(json.dumps(row) + "\n")
+            log.info("stage %s step %d/%d loss %.4f lr %.2e", stage.name, step + 1, stage.steps, loss_value, lr)
+        if stage.checkpoint_every and (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps:
+            if dist_info.main:
+                ckpt.save_checkpoint(
+                    stage_dir, step + 1, objective, optimizer,
+                    {"fingerprint": fingerprint, "stage": stage.name, "elapsed_s": elapsed,
+                     "scheduler": {"step": step + 1, "lr": lr}},
+                )
+            _barrier(dist_info)
+        control.tick()
+    if stage.lora_rank:
+        merge_lora(model.llm)
+    result = {"stage": stage.name, "kind": stage.kind, "steps": stage.steps, "wall_s": round(elapsed, 1),
+              "final_loss": round(loss_value, 5)}
+    if dist_info.main:
+        from safetensors.torch import save_model
+
+        save_model(model, str(stage_dir / STAGE_WEIGHTS))
+        (stage_dir / DONE_FILE).write_text(json.dumps(result) + "\n")
+        for old in stage_dir.glob("checkpoint-*"):
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier(dist_info)
+    return result
+
+
+def lr_at(stage: StageConfig, step: int) -> float:
+    """Linear warmup over `warmup_steps`, then cosine decay to `min_lr_ratio`·lr (or constant)."""
+    if step < stage.warmup_steps:
+        return stage.lr * (step + 1) / stage.warmup_steps
+    if not stage.cosine:
+        return stage.lr
+    span = max(1, stage.steps - stage.warmup_steps)
+    progress = min(1.0, (step - stage.warmup_steps) / span)
+    floor = stage.lr * stage.min_lr_ratio
+    return floor + (stage.lr - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def set_trainable(model: nn.Module, components: tuple[str, ...]) -> None:
+    """requires_grad True exactly for the named components (vision, projector, llm, cross_attention)."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for name in components:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(True)
+
+
+# ---- batches ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Batch:
+    """A collated batch. `rows` are (ids, labels) per example; for dpo `rows` are the chosen then the
+    rejected answers (2B rows, images repeated) and `reference` the frozen model's log-probs."""
+
+    kind: str
+    images: list[Any]
+    rows: list[tuple[list[int], list[int]]]
+    tokens: int
+    reference: torch.Tensor | None = None
+
+
+class Collator:
+    """Items of a stage's data → a `Batch` (image preparation and tokenisation)."""
+
+    def __init__(self, stage: StageConfig, model: nn.Module, tokenizer: Any) -> None:
+        self.stage = stage
+        self.model = model
+        self.tokenizer = tokenizer
+
+    def __call__(self, items: list[Conversation | Preference]) -> Batch:
+        kind = self.stage.kind
+        tok = self.tokenizer
+        if kind == "lm_pretrain":
+            rows = [tokenize_segments(tok, _with_bos(tok, text_only_segments(c)), self.stage.max_text_tokens) for c in items]
+            return Batch(kind, [], rows, sum(len(r[0]) for r in rows))
+        images = [self.model.prepare_image(load_image(item.image)) for item in items]
+        visual_tokens = sum(self.model.visual_tokens_for(p.plan) for p in images)
+        if kind == "vision_contrastive":
+            rows = []
+            for c in items:
+                ids = tok(caption_of(c), add_special_tokens=False)["input_ids"][: self.stage.max_text_tokens]
+                rows.append((ids, ids))
+            return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + visual_tokens)
+        if kind == "dpo":
+            chosen = [self._pair_row(p.prompt, p.chosen) for p in items]
+            rejected = [self._pair_row(p.prompt, p.rejected) for p in items]
+            rows = chosen + rejected
+            return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + 2 * visual_tokens)
+        rows = [tokenize_segments(tok, conversation_segments(tok, c.turns)) for c in items]
+        return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + visual_tokens)
+
+    def _pair_row(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        return tokenize_segments(self.tokenizer, conversation_segments(self.tokenizer, [(prompt, answer)]))
+
+
+def _with_bos(tokenizer: Any, segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
+    bos = tokenizer.bos_token or ""
+    eos = tokenizer.eos_token or ""
+    return [(bos, False), *segments, (eos, True)]
+
+
+# ---- objectives ------------------------------------------------------------------------------
+
+
+class ContrastiveHeads(nn.Module):
+    """Projection heads (and optionally a small text encoder) for image–text contrastive training."""
+
+    def __init__(self, model: nn.Module, stage: StageConfig, vocab_size: int) -> None:
+        super().__init__()
+        d_vis = model.vision.out_dim
+        dim = stage.embed_dim
+        self.text_encoder_kind = stage.text_encoder
+        self.image_proj = nn.Sequential(nn.LayerNorm(d_vis), nn.Linear(d_vis, dim))
+        if stage.text_encoder == "small":
+            width = 64
+            self.text_embed = nn.Embedding(vocab_size, width)
+            self.text_pos = nn.Parameter(torch.randn(stage.max_text_tokens, width) * 0.02)
+            self.text_layer = nn.TransformerEncoderLayer(width, 4, 4 * width, dropout=0.0, batch_first=True)
+            d_text = width
+        else:
+            d_text = model.llm.config.hidden_size
+        self.text_proj = nn.Sequential(nn.LayerNorm(d_text), nn.Linear(d_text, dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))  # SigLIP only
+
+    def encode_text(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # ids, mask (B, L) → (B, E)
+        if self.text_encoder_kind == "small":
+            x = self.text_embed(ids) + self.text_pos[: ids.shape[1]]
+            x = self.text_layer(x, src_key_padding_mask=~mask.bool())
+        else:
+            x = model.llm.get_input_embeddings()(ids)
+        m = mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.text_proj(pooled)
+
+
+class StageObjective(nn.Module):
+    """The model (plus a stage's auxiliary heads) with the stage's loss as `forward(batch)`.
+    It is the unit that DDP wraps and that checkpoints save."""
+
+    def __init__(self, stage: StageConfig, model: nn.Module, heads: ContrastiveHeads | None = None) -> None:
+        super().__init__()
+        self.stage = stage
+        self.model = model
+        self.heads = heads
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        kind = self.stage.kind
+        if kind == "lm_pretrain":
+            return self._lm(batch), {}
+        if kind == "vision_contrastive":
+            return self._contrastive(batch)
+        if kind == "dpo":
+            logprobs = conversation_logprobs(self.model, batch.images + batch.images, batch.rows)
+            half = len(batch.images)
+            if batch.reference is None:
+                raise ValueError("dpo batches need the reference model's log-probs")
+            ref = batch.reference.to(logprobs.device)
+            loss, accuracy = dpo_loss(logprobs[:half], logprobs[half:], ref[:half], ref[half:], self.stage.beta)
+            return loss, {"reward_accuracy": accuracy.detach()}
+        logits, labels = conversation_logits(self.model, batch.images, batch.rows)
+        return _lm_loss(logits, labels), {}
+
+    def _lm(self, batch: Batch) -> torch.Tensor:
+        llm = self.model.llm
+        device = llm.get_input_embeddings().weight.device
+        length = max(len(ids) for ids, _ in batch.rows)
+        pad = self.model.tokenizer.pad_token_id
+        ids = torch.full((len(batch.rows), length), pad, dtype=torch.long, device=device)
+        labels = torch.full_like(ids, -100)
+        mask = torch.zeros_like(ids)
+        for i, (row, lab) in enumerate(batch.rows):
+            ids[i, : len(row)] = torch.tensor(row, device=device)
+            labels[i, : len(lab)] = torch.tensor(lab, device=device)
+            mask[i, : len(row)] = 1
+        logits = llm(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return _lm_loss(logits, labels)
+
+    def _contrastive(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert self.heads is not None
+        pooled = pooled_image_features(self.model, batch.images)  # (B, D_vis)
+        image_emb = self.heads.image_proj(pooled)
+        device = image_emb.device
+        length = max(len(ids) for ids, _ in batch.rows)
+        ids = torch.zeros((len(batch.rows), length), dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, (row, _) in enumerate(batch.rows):
+            ids[i, : len(row)] = torch.tensor(row, device=device)
+            mask[i, : len(row)] = 1
+        text_emb = self.heads.encode_text(self.model, ids, mask)
+        if self.stage.loss == "siglip":
+            loss = siglip_loss(image_emb, text_emb, self.heads.logit_scale, self.heads.logit_bias)
+        else:
+            loss = clip_loss(image_emb, text_emb, self.heads.logit_scale)
+        with torch.no_grad():
+            sims = F.normalize(image_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T
+            accuracy = (sims.argmax(-1) == torch.arange(sims.shape[0], device=device)).float().mean()
+        return loss, {"retrieval_accuracy": accuracy}
+
+
+def _lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over positions with a label (labels aligned with inputs)."""
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+
+
+def pooled_image_features(model: nn.Module, images: list[Any]) -> torch.Tensor:
+    """Mean of the ViT's patch features over all tiles of each image: (B, D_vis)."""
+    device = next(model.vision.parameters()).device
+    if model.config.vision.kind == "native_vit":
+        flat = [t.to(device) for image in images for t in image.pixels]
+        feats = model.vision(flat)
+        counts = [len(image.pixels) for image in images]
+        out, start = [], 0
+        for count in counts:
+            out.append(torch.cat(feats[start : start + count]).mean(0))
+            start += count
+        return torch.stack(out)
+    tiles = torch.cat([image.pixels for image in images]).to(device)
+    feats = model.vision(tiles).mean(1)  # (T, D)
+    out, start = [], 0
+    for image in images:
+        count = image.pixels.shape[0]
+        out.append(feats[start : start + count].mean(0))
+        start += count
+    return torch.stack(out)
+
+
+def conversation_logits(
+    model: nn.Module, images: list[Any], rows: list[tuple[list[int], list[int]]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLM logits (B, L, V) and aligned labels (B, L) for tokenised conversations with one image each.
+
+    Inline models get the visual tokens in place of `<image>` (labels -100 there); cross-attention
+    models keep the placeholder token and receive the visual tokens through their gated layers.
+    Left padding and position ids as in `VLM.build_inputs`."""
+    visual = model.encode(images)
+    embed = model.llm.get_input_embeddings()
+    device = embed.weight.device
+    inline = not model.config.cross_attention_every
+    seqs, labs = [], []
+    for index, (ids, labels) in enumerate(rows):
+        ids_t = torch.tensor(ids, device=device)
+        lab_t = torch.tensor(labels, device=device)
+        text = embed(ids_t)
+        if inline:
+            where = (ids_t == model.image_token_id).nonzero().flatten()
+            if where.numel() != 1:
+                raise ValueError(f"row {index} must hold exactly one image placeholder, found {where.numel()}")
+            cut = int(where[0])
+            vis = visual[index].to(text.dtype)
+            text = torch.cat([text[:cut], vis, text[cut + 1 :]])
+            lab_t = torch.cat([lab_t[:cut], lab_t.new_full((vis.shape[0],), -100), lab_t[cut + 1 :]])
+        seqs.append(text)
+        labs.append(lab_t)
+    length = max(s.shape[0] for s in seqs)
+    batch = len(seqs)
+    embeds = seqs[0].new_zeros(batch, length, seqs[0].shape[1])
+    mask = torch.zeros(batch, length, dtype=torch.long, device=device)
+    labels_out = torch.full((batch, length), -100, dtype=torch.long, device=device)
+    for i, (seq, lab) in enumerate(zip(seqs, labs, strict=True)):
+        embeds[i, length - seq.shape[0] :] = seq
+        mask[i, length - seq.shape[0] :] = 1
+        labels_out[i, length - seq.shape[0] :] = lab
+    position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
+    model._set_visual_context(visual)
+    try:
+        logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
+    finally:
+        model._visual_context = None
+    return logits, labels_out
+
+
+def conversation_logprobs(model: nn.Module, images: list[Any], rows: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Summed log-probability of each row's target tokens: (B,)."""
+    logits, labels = conversation_logits(model, images, rows)
+    return sequence_logprobs(logits, labels)
+
+
+def dpo_logprobs(model: nn.Module, batch: Batch) -> torch.Tensor:
+    return conversation_logprobs(model, batch.images + batch.images, batch.rows).detach()
+
+
+# ---- setup helpers ---------------------------------------------------------------------------
+
+
+def clone_model(model: nn.Module) -> nn.Module:
+    """A frozen copy of a VLM (rebuilt, not deep-copied: the cross-attention hooks of a copy would
+    still point at the original's blocks)."""
+    from transformers import AutoModelForCausalLM
+
+    from vlmbench.modeling.vlm import VLM
+
+    with torch.random.fork_rng(devices=[]):
+        llm = AutoModelForCausalLM.from_config(copy.deepcopy(model.llm.config))
+        clone = VLM(model.config, model.tokenizer, llm=llm, load_pretrained=False)
+    clone.load_state_dict(model.state_dict())
+    clone.to(next(model.parameters()).device)
+    for p in clone.parameters():
+        p.requires_grad_(False)
+    return clone
+
+
+def _build_model(recipe: Recipe, tokenizer: Any) -> nn.Module:
+    from vlmbench.modeling.vlm import VLM
+
+    config = VLMConfig.from_dict(recipe.model, source=f"{recipe.source}: model")
+    config.name = recipe.name if config.name == "custom" else config.name
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(recipe.seed)
+        return VLM(config, tokenizer)
+
+
+def _tokenizer(recipe: Recipe, datasets: dict[str, list[Any]], work: Path, dist_info: DistInfo) -> Any:
+    """Load the recipe's tokenizer path, or train one on the corpus sets (saved in the work dir, and
+    reloaded from there on resume so a resumed run uses the very same vocabulary)."""
+    from vlmbench.modeling.tokenizer import load_tokenizer, train_tokenizer
+
+    spec = recipe.tokenizer
+    if spec.path:
+        return load_tokenizer(spec.path)
+    saved = work / "tokenizer"
+    if dist_info.main and not (saved / "tokenizer.json").exists():
+        texts = corpus_texts([datasets[name] for name in spec.corpus], spec.split_digits)
+        tokenizer = train_tokenizer(texts, vocab_size=spec.vocab_size, min_frequency=spec.min_frequency)
+        tokenizer.save_pretrained(str(saved))
+    _barrier(dist_info)
+    return load_tokenizer(saved)
+
+
+def _prepare_work_dir(work: Path, fingerprint: str, resume: bool) -> None:
+    """A fresh run clears the work dir; --resume requires it to belong to the same recipe."""
+    marker = work / "fingerprint.json"
+    if resume and marker.exists():
+        found = json.loads(marker.read_text()).get("fingerprint")
+        if found != fingerprint:
+            raise UserError(
+                f"{work} holds a run of a different recipe (fingerprint {found} != {fingerprint}); "
+                "run without --resume to start over"
+            )
+        return
+    if work.exists():
+        for name in ("stages", "tokenizer"):
+            shutil.rmtree(work / name, ignore_errors=True)
+    work.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+
+
+def _save_final(recipe: Recipe, model: nn.Module, out: Path, work: Path, stages: list[dict[str, Any]]) -> None:
+    dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[recipe.save_dtype]
+    model.save(out, dtype=dtype)
+    logs = out / "logs"
+    logs.mkdir(exist_ok=True)
+    for index, stage in enumerate(recipe.stages):
+        source = work / "stages" / f"{index:02d}-{stage.name}" / LOG_FILE
+        if source.exists():
+            shutil.copyfile(source, logs / f"{index:02d}-{stage.name}.jsonl")
+    summary = {
+        "recipe": recipe.name,
+        "recipe_file": recipe.source,
+        "fingerprint": recipe.fingerprint(),
+        "seed": recipe.seed,
+        "save_dtype": recipe.save_dtype,
+        "stages": stages,
+        "train_wall_s": round(sum(s.get("wall_s", 0.0) for s in stages), 1),
+        "params": model.parameter_counts(),
+    }
+    (out / SUMMARY_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    if Path(recipe.source).exists():
+        shutil.copyfile(recipe.source, out / "recipe.yaml")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Keep only the log rows up to `step` (a resumed stage rewrites what came after)."""
+    if not path.exists():
+        return
+    if step == 0:
+        path.unlink()
+        return
+    kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def _autocast(recipe: Recipe, dist_info: DistInfo) -> Any:
+    use_bf16 = recipe.precision == "bf16" or (recipe.precision == "auto" and dist_info.device.type == "cuda")
+    if not use_bf16:
+        return nullcontext()
+    return torch.autocast(device_type=dist_info.device.type, dtype=torch.bfloat16)
+
+
+def _init_distributed(device: str | None) -> DistInfo:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    cuda = torch.cuda.is_available() if device is None else device == "cuda"
+    if cuda and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but CUDA is not available")
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        rank = dist.get_rank()
+    else:
+        rank = 0
+    if cuda:
+        torch.cuda.set_device(local_rank)
+        return DistInfo(rank, world, torch.device("cuda", local_rank))
+    return DistInfo(rank, world, torch.device("cpu"))
+
+
+def _barrier(dist_info: DistInfo) -> None:
+    if dist_info.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+__all__ = [
+    "Batch",
+    "Collator",
+    "ContrastiveHeads",
+    "StageObjective",
+    "TrainControl",
+    "TrainingInterrupted",
+    "conversation_logits",
+    "conversation_logprobs",
+    "lr_at",
+    "pooled_image_features",
+    "run_stage",
+    "set_trainable",
+    "train",
+]
