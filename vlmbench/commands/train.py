@@ -21,6 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--recipe", required=True, type=Path, help="recipe YAML (see recipes/)")
     p.add_argument("--out", type=Path, help="final checkpoint directory (default: the recipe's output_dir)")
     p.add_argument("--work-dir", type=Path, help="stage checkpoints and logs (default: the recipe's work_dir)")
+    p.add_argument("--data-dir", type=Path, help="generated training sets (default: the recipe's data_dir)")
     p.add_argument("--resume", action="store_true", help="continue from the last stage checkpoint of the work dir")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -44,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
         overrides["output_dir"] = str(args.out.resolve())
     if args.work_dir is not None:
         overrides["work_dir"] = str(args.work_dir.resolve())
+    if args.data_dir is not None:
+        overrides["data_dir"] = str(args.data_dir.resolve())
     recipe = load_recipe(args.recipe, overrides)
     if args.threads is not None:
         if args.threads < 1:

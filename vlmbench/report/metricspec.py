@@ -11,16 +11,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-# Fallback headline per task when results.json has no "headline" object (mirrors the runner).
-DEFAULT_HEADLINES: Mapping[str, tuple[str, bool]] = {
-    "pope": ("f1_mean_of_splits", True),
-    "docvqa": ("anls", True),
-    "textvqa": ("accuracy", True),
-    "vqav2": ("accuracy", True),
-    "chartqa": ("relaxed_accuracy", True),
-    "ocr": ("exact_match", True),
-    "chair": ("chair_i", False),
-}
+from vlmbench.metrics.headlines import HEADLINES
+
+# Fallback headline per task when results.json has no "headline" object (the runner's table).
+DEFAULT_HEADLINES: Mapping[str, tuple[str, bool]] = HEADLINES
 
 POPE_SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
 

@@ -9,17 +9,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-# The number each task is ranked by, and its direction.
-HEADLINES: dict[str, tuple[str, bool]] = {
-    "pope": ("f1_mean_of_splits", True),
-    "docvqa": ("anls", True),
-    "textvqa": ("accuracy", True),
-    "vqav2": ("accuracy", True),
-    "chartqa": ("relaxed_accuracy", True),
-    "ocr": ("exact_match", True),
-    "chair": ("chair_i", False),
-}
-
 CONVENTIONS: dict[str, str] = {
     "pope": (
         "Official POPE parsing (first sentence, commas removed, 'no'/'not' -> no, else yes; empty -> unknown). "

@@ -24,6 +24,7 @@ import torch
 
 from vlmbench import __version__
 from vlmbench.errors import UserError
+from vlmbench.metrics.headlines import HEADLINES
 from vlmbench.runner import state
 from vlmbench.runner.distributed import DistContext, init_distributed, shutdown
 from vlmbench.runner.engine import AnswerSettings, FeatureCache, run_batches
@@ -32,7 +33,6 @@ from vlmbench.runner.plan import batches_for_rank, image_size_of, make_batches
 from vlmbench.runner.results import (
     CONVENTIONS,
     ERROR_NOTE,
-    HEADLINES,
     score_records,
     write_results,
     write_samples,

@@ -122,7 +122,8 @@ def rng_state() -> dict[str, torch.Tensor]:
 
 def set_rng_state(states: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(states["torch_cpu"])
-    cuda = [states[k] for k in sorted(states) if k.startswith("torch_cuda_")]
+    cuda_keys = sorted((k for k in states if k.startswith("torch_cuda_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    cuda = [states[k] for k in cuda_keys]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
 

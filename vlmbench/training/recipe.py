@@ -23,7 +23,7 @@ import copy
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -423,5 +423,4 @@ __all__ = [
     "eval_seeds",
     "load_recipe",
     "parse_recipe",
-    "field",
 ]

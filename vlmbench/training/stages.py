@@ -51,7 +51,7 @@ from vlmbench.training.data import (
     text_only_segments,
     tokenize_segments,
 )
-from vlmbench.training.lora import apply_lora, lora_parameters, merge_lora
+from vlmbench.training.lora import apply_lora, merge_lora
 from vlmbench.training.losses import clip_loss, dpo_loss, sequence_logprobs, siglip_loss
 from vlmbench.training.recipe import Recipe, StageConfig
 
@@ -259,6 +259,7 @@ def run_stage(
         (stage_dir / DONE_FILE).write_text(json.dumps(result) + "\n")
         for old in stage_dir.glob("checkpoint-*"):
             shutil.rmtree(old, ignore_errors=True)
+        (stage_dir / ckpt.LATEST_FILE).unlink(missing_ok=True)
     _barrier(dist_info)
     return result
 
