@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "check",
     "models",
     "tasks",
+    "export",
 )
 
 

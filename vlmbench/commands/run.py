@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--synthetic-n", type=int, help="size of the bundled synthetic sets (default per task)")
     p.add_argument("--dist-timeout", type=float, default=1800.0, help="seconds before a collective gives up")
     p.add_argument("--no-report", action="store_true", help="do not render report.html")
+    p.add_argument("--attn-implementation", choices=["sdpa", "eager", "flash_attention_2"],
+                   help="hf: models: attention kernel (default sdpa; flash_attention_2 on CUDA when flash_attn imports)")
+    p.add_argument("--lmms-eval-output", metavar="PATH",
+                   help="also write the results in lmms-eval's layout (a directory, or a *_results.json file)")
     p.set_defaults(handler=run)
 
 
@@ -52,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
         dist_timeout_s=args.dist_timeout,
         report=not args.no_report,
         synthetic_n=args.synthetic_n,
+        attn_implementation=args.attn_implementation,
     )
-    run_evaluation(opts)
+    run_dir = run_evaluation(opts)
+    if args.lmms_eval_output and int(os.environ.get("RANK", "0")) == 0:
+        from vlmbench.interop.lmms import write_lmms_eval_results
+
+        write_lmms_eval_results(run_dir, args.lmms_eval_output)
     return 0

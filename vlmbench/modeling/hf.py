@@ -30,7 +30,6 @@ import importlib
 import inspect
 import json
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -178,7 +177,7 @@ def _load_weights(root: Path, model_type: str, dtype: torch.dtype | None, attn: 
     for implementation in dict.fromkeys([attn, "sdpa", "eager"]):
         try:
             return cls.from_pretrained(str(root), attn_implementation=implementation, **kwargs)
-        except ValueError as exc:
+        except (ValueError, ImportError) as exc:
             if "attn" not in str(exc).lower() and "attention" not in str(exc).lower():
                 raise UserError(f"hf:{spec}: transformers cannot build this model: {exc}") from None
             log.warning("hf:%s: attention implementation %s unavailable (%s); trying the next one", spec, implementation, exc)
@@ -393,7 +392,10 @@ class HFVLM:
                     f"{self.name}: the processor expands the image to {count} placeholder tokens but the model "
                     f"produced {features.shape[0]} features; processor and model configs disagree"
                 )
-            out.append(HFVisual(prepared, count, features, as_tensor))
+            # the runner caches what encode returns: keep the shape metadata, drop the pixels
+            meta = {k: v for k, v in prepared.inputs.items() if not k.startswith("pixel_values")}
+            slim = HFPrepared(meta, prepared.placeholder_ids, prepared.plan)
+            out.append(HFVisual(slim, count, features, as_tensor))
         return out
 
     # ---- prompts -------------------------------------------------------------------------------
@@ -434,10 +436,10 @@ class HFVLM:
         mask = torch.zeros((len(rows), length), dtype=torch.long)
         for i, (ids, front) in enumerate(rows):
             pad = length - len(ids)
-            head, tail = ids[:front], ids[front:]
-            input_ids[i, :front] = torch.tensor(head, dtype=torch.long) if head else input_ids[i, :front]
-            mask[i, :front] = 1
-            input_ids[i, front + pad :] = torch.tensor(tail, dtype=torch.long)
+            if front:  # BLIP-2's query tokens stay in front of the padding
+                input_ids[i, :front] = torch.tensor(ids[:front], dtype=torch.long)
+                mask[i, :front] = 1
+            input_ids[i, front + pad :] = torch.tensor(ids[front:], dtype=torch.long)
             mask[i, front + pad :] = 1
         batch = _TextBatch(input_ids.to(self.device), mask.to(self.device))
         if "mm_token_type_ids" in getattr(self.processor, "model_input_names", []):
@@ -516,12 +518,14 @@ class HFVLM:
         }
         if do_sample:
             gen.update(temperature=temperature, top_p=top_p)
-            torch.manual_seed(0 if seed is None else seed)
         else:
             gen.update(temperature=None, top_p=None, top_k=None)
         if stop:
             gen.update(stop_strings=list(stop), tokenizer=self.tokenizer)
-        out = self._run_generate(batch, vis, **gen)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):  # seeded sampling without touching the caller's RNG
+            torch.manual_seed(0 if seed is None else seed)
+            out = self._run_generate(batch, vis, **gen)
         sequences = out.sequences if hasattr(out, "sequences") else out
         new = sequences[:, batch.input_ids.shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -744,11 +748,6 @@ def _truncate(text: str, stop: Sequence[str]) -> str:
         if index != -1:
             cut = min(cut, index)
     return text[:cut].strip()
-
-
-def finite(value: float) -> float:
-    """A log-probability safe for JSON (−inf → −1e9)."""
-    return value if math.isfinite(value) else -1e9
 
 
 __all__ = [

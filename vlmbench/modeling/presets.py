@@ -90,8 +90,18 @@ def build_random(config: VLMConfig, seed: int = 0, tokenizer: Any = None):
         return VLM(config, tokenizer)
 
 
-def load_model(spec: str, device: str = "cpu", dtype: Any = None, seed: int = 0, checkpoint: str | None = None) -> LoadedModel:
-    """Resolve MODEL (preset / checkpoint dir / hf:...) and load it in eval mode."""
+def load_model(
+    spec: str,
+    device: str = "cpu",
+    dtype: Any = None,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    """Resolve MODEL (preset / checkpoint dir / hf:...) and load it in eval mode.
+
+    `attn_implementation` applies to hf: models only (default: sdpa, flash_attention_2 on CUDA when
+    flash_attn imports); vlmbench's own VLM always uses PyTorch SDPA."""
     from vlmbench.modeling.vlm import VLM
 
     if spec.startswith("hf:"):
@@ -99,7 +109,7 @@ def load_model(spec: str, device: str = "cpu", dtype: Any = None, seed: int = 0,
             from vlmbench.modeling.hf import load_hf_model
         except ModuleNotFoundError as exc:
             raise UserError("hf: models need vlmbench.modeling.hf, which this build does not have") from exc
-        return load_hf_model(spec[3:], device=device, dtype=dtype)
+        return load_hf_model(spec[3:], device=device, dtype=dtype, attn_implementation=attn_implementation)
     if checkpoint:
         model = VLM.load(checkpoint, device=device, dtype=dtype)
         preset = spec if spec in preset_names() else None

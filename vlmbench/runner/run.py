@@ -63,6 +63,7 @@ class RunOptions:
     dist_timeout_s: float = 1800.0
     report: bool = True
     synthetic_n: int | None = None
+    attn_implementation: str | None = None  # hf: models only (sdpa | eager | flash_attention_2)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -95,7 +96,10 @@ def _run(opts: RunOptions, ctx: DistContext) -> Path:
             ctx.barrier()
 
     torch.manual_seed(opts.seed)
-    loaded = load_model(opts.model, device=str(ctx.device), dtype=dtype, seed=opts.seed, checkpoint=opts.checkpoint)
+    loaded = load_model(
+        opts.model, device=str(ctx.device), dtype=dtype, seed=opts.seed, checkpoint=opts.checkpoint,
+        attn_implementation=opts.attn_implementation,
+    )
     model = loaded.model
     if ctx.is_main:
         log.info(

@@ -1,0 +1,380 @@
+"""lmms-eval interop: vlmbench models as an lmms-eval model, and vlmbench runs in lmms-eval's file layout.
+
+1. `VlmbenchLMM` — an lmms-eval "simple" model (`lmms_eval.api.model.lmms`) wrapping any vlmbench
+   model (preset, checkpoint directory or `hf:<path>`):
+
+       python -m lmms_eval --model vlmbench --model_args model=hf:/models/llava-1.5-7b-hf,batch_size=8 --tasks pope
+
+   Registration (lmms-eval ≥ 0.7 discovers plugins through the `lmms_eval.models` entry-point group):
+
+       [project.entry-points."lmms_eval.models"]
+       vlmbench = "vlmbench.interop.lmms:model_manifest"
+
+   Importing this module never needs lmms-eval: without it the class derives from `object` and still
+   works on any request objects that carry lmms-eval's `.args` tuples (this is how it is tested).
+
+2. `write_lmms_eval_results(run_dir, out_path)` — a finished `vlmbench run` directory rewritten in
+   lmms-eval's output layout: `<out>/<model>/<date>_results.json` (`results` with `metric,none` keys,
+   `configs`, `versions`, `n-shot`, `higher_is_better`, `n-samples`, `config`, …) and
+   `<date>_samples_<task>.jsonl` per-sample logs, so lmms-eval tooling can read vlmbench results.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from vlmbench.errors import UserError
+
+try:  # optional: lmms-eval pulls its own torch/CUDA stack, so it is never a requirement
+    from lmms_eval.api.model import lmms as _LmmsBase
+
+    HAVE_LMMS_EVAL = True
+except ImportError:  # pragma: no cover - depends on the environment
+    _LmmsBase = object
+    HAVE_LMMS_EVAL = False
+
+MODEL_ID = "vlmbench"
+
+# vlmbench task → (lmms-eval task name, {vlmbench metric path: lmms-eval metric name})
+LMMS_TASKS: dict[str, tuple[str, dict[str, str]]] = {
+    "pope": (
+        "pope",
+        {
+            "all.accuracy": "pope_accuracy",
+            "all.precision": "pope_precision",
+            "all.recall": "pope_recall",
+            "all.f1": "pope_f1_score",
+            "all.yes_ratio": "pope_yes_ratio",
+            "f1_mean_of_splits": "pope_f1_mean_of_splits",
+        },
+    ),
+    "docvqa": ("docvqa_val", {"anls": "anls"}),
+    "textvqa": ("textvqa_val", {"accuracy": "exact_match"}),
+    "vqav2": ("vqav2_val", {"accuracy": "exact_match"}),
+    "chartqa": ("chartqa", {"relaxed_accuracy": "relaxed_overall"}),
+}
+POPE_SPLITS = {"random": "pope_random", "popular": "pope_pop", "adversarial": "pope_adv"}
+_SPLIT_OF_TASK = {task: split for split, task in POPE_SPLITS.items()}
+LOWER_IS_BETTER = ("cer", "chair_i", "chair_s", "unknown", "yes_ratio")
+
+
+def model_manifest() -> Any:
+    """The `lmms_eval.models` entry point: a ModelManifest naming `VlmbenchLMM` (simple model)."""
+    from lmms_eval.models.registry_v2 import ModelManifest
+
+    return ModelManifest(model_id=MODEL_ID, simple_class_path=f"{__name__}.VlmbenchLMM")
+
+
+# ---- the model plugin ------------------------------------------------------------------------
+class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
+    """lmms-eval model over a vlmbench model: `generate_until` and `loglikelihood` (simple-model args).
+
+    Each request's first image goes through the model's own `prepare_image` / `encode`, the lmms-eval
+    context (its `<image>` markers removed) becomes the question of the model's `format_prompt`, and
+    generation stops at the task's `until` strings."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        model: str = "llava-1.5-style",
+        checkpoint: str | None = None,
+        device: str = "cpu",
+        dtype: str | None = None,
+        batch_size: int | str = 1,
+        attn_implementation: str | None = None,
+        seed: int = 0,
+        loaded: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__()
+        if not hasattr(self, "task_dict"):
+            self.task_dict: dict[str, Any] = {}
+        if loaded is None:
+            from vlmbench.modeling.presets import load_model
+            from vlmbench.runner.run import _dtype
+
+            loaded = load_model(
+                model, device=device, dtype=_dtype(dtype), seed=int(seed), checkpoint=checkpoint,
+                attn_implementation=attn_implementation,
+            )
+        self.loaded = loaded
+        self.vlm = loaded.model
+        self.model_name = loaded.name
+        self.batch_size_per_gpu = max(1, int(batch_size))
+
+    # lmms-eval reads these on some code paths
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    def _doc_visual(self, doc_to_visual: Callable[[Any], Any], doc_id: Any, task: str, split: str) -> Any:
+        doc = self.task_dict[task][split][doc_id]
+        visuals = doc_to_visual(doc) if doc_to_visual is not None else []
+        visuals = [v for v in (visuals or []) if v is not None]
+        if not visuals:
+            raise UserError(f"lmms-eval task {task} doc {doc_id} has no image; vlmbench models need one image")
+        image = visuals[0]
+        return image.convert("RGB") if hasattr(image, "convert") else image
+
+    def _prompt(self, context: str) -> str:
+        question = re.sub(r"\s*<image>\s*", " ", context).strip()
+        return self.vlm.format_prompt(question)
+
+    def _visual(self, image: Any) -> Any:
+        return self.vlm.encode([self.vlm.prepare_image(image)])[0]
+
+    def generate_until(self, requests: Sequence[Any]) -> list[str]:
+        """Greedy answers; requests are batched `batch_size` at a time when their settings agree."""
+        out: list[str] = [""] * len(requests)
+        order = list(range(len(requests)))
+        for start in range(0, len(order), self.batch_size_per_gpu):
+            chunk = order[start : start + self.batch_size_per_gpu]
+            groups: dict[str, list[int]] = {}
+            for index in chunk:
+                gen_kwargs = requests[index].args[1] or {}
+                groups.setdefault(json.dumps(gen_kwargs, sort_keys=True, default=str), []).append(index)
+            for key, members in groups.items():
+                gen_kwargs = json.loads(key)
+                until = gen_kwargs.get("until") or ()
+                until = (until,) if isinstance(until, str) else tuple(until)
+                prompts, visual = [], []
+                for index in members:
+                    context, _, doc_to_visual, doc_id, task, split = requests[index].args
+                    prompts.append(self._prompt(context))
+                    visual.append(self._visual(self._doc_visual(doc_to_visual, doc_id, task, split)))
+                texts = self.vlm.generate(
+                    None, prompts, max_new_tokens=int(gen_kwargs.get("max_new_tokens", 32)), stop=until, visual=visual
+                )
+                for index, text in zip(members, texts, strict=True):
+                    out[index] = text
+        return out
+
+    def loglikelihood(self, requests: Sequence[Any]) -> list[tuple[float, bool]]:
+        """(log p(continuation | image, context), whether greedy decoding produces the continuation)."""
+        results: list[tuple[float, bool]] = []
+        for request in requests:
+            context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
+            doc = self.task_dict[task][split][doc_id]
+            target = doc_to_target(doc) if callable(doc_to_target) else doc_to_target
+            target = str(target[0] if isinstance(target, (list, tuple)) else target).strip()
+            visual = [self._visual(self._doc_visual(doc_to_visual, doc_id, task, split))]
+            prompt = self._prompt(context)
+            logprob = float(self.vlm.score_choices(None, [prompt], [target], visual=visual)[0, 0])
+            budget = max(1, len(self.vlm.tokenizer(target, add_special_tokens=False)["input_ids"]))
+            greedy = self.vlm.generate(None, [prompt], max_new_tokens=budget, visual=visual)[0]
+            results.append((logprob, greedy.strip() == target))
+        return results
+
+    def generate_until_multi_round(self, requests: Sequence[Any]) -> list[str]:
+        raise NotImplementedError("vlmbench models answer single-turn questions; multi-round tasks are not supported")
+
+
+# ---- results in lmms-eval's layout -----------------------------------------------------------
+def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
+    value: Any = metrics
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def _stderr(ci: Any) -> float | str:
+    """lmms-eval reports a standard error; ours is a bootstrap 95% CI, read back as (hi − lo) / 3.92."""
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(v, (int, float)) for v in ci):
+        return round((ci[1] - ci[0]) / 3.92, 6)
+    return "N/A"
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _task_entries(name: str, task: dict[str, Any]) -> list[tuple[str, dict[str, str], dict[str, Any], dict[str, Any]]]:
+    """(lmms task name, {our path: their metric}, metrics, ci95) for a task (POPE: pooled + per split)."""
+    lmms_name, table = LMMS_TASKS.get(name, (name, {}))
+    metrics, ci = task.get("metrics", {}), task.get("ci95", {})
+    if not table:
+        table = {path: path.replace(".", "_") for path in _flat(metrics)}
+    entries = [(lmms_name, table, metrics, ci)]
+    if name == "pope":
+        for split, split_task in POPE_SPLITS.items():
+            if isinstance(metrics.get(split), dict):
+                split_table = {
+                    f"{split}.{key}": their for key, their in
+                    (("accuracy", "pope_accuracy"), ("precision", "pope_precision"), ("recall", "pope_recall"),
+                     ("f1", "pope_f1_score"), ("yes_ratio", "pope_yes_ratio"))
+                }
+                entries.append((split_task, split_table, metrics, ci))
+    return entries
+
+
+def _ci_for(ci: dict[str, Any], path: str) -> Any:
+    if path in ci:
+        return ci[path]
+    return _lookup(ci, path)
+
+
+def write_lmms_eval_results(run_dir: str | Path, out_path: str | Path) -> Path:
+    """Write a finished vlmbench run in lmms-eval's layout; returns the results file.
+
+    `out_path` is a directory (as lmms-eval's `--output_path`: files go to `<out>/<model>/`) or a file
+    name ending in `.json` (its samples files are written beside it). Metric names follow the lmms-eval
+    task where one exists (`LMMS_TASKS`), else vlmbench's (dots → underscores)."""
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise UserError(f"{run_dir} holds no results.json: pass a finished `vlmbench run` directory")
+    results = json.loads(results_path.read_text())
+    created = results.get("created") or datetime.datetime.now(datetime.timezone.utc).isoformat()
+    try:
+        date_id = datetime.datetime.fromisoformat(created).strftime("%Y%m%d_%H%M%S")  # lmms-eval's file stamp
+    except ValueError:
+        date_id = re.sub(r"\W+", "_", created)
+    model_name = results["model"]["name"]
+    sanitized = re.sub(r"[^A-Za-z0-9_.-]+", "__", model_name).strip("_") or "model"
+    out = Path(out_path)
+    if out.suffix == ".json":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        results_file = out
+        samples_dir, samples_prefix = out.parent, out.stem.removesuffix("_results")
+    else:
+        samples_dir = out / sanitized
+        samples_dir.mkdir(parents=True, exist_ok=True)
+        results_file = samples_dir / f"{date_id}_results.json"
+        samples_prefix = date_id
+
+    cfg = results.get("config", {})
+    task_cfgs = cfg.get("tasks", {})
+    doc: dict[str, Any] = {
+        "results": {},
+        "group_subtasks": {},
+        "configs": {},
+        "versions": {},
+        "n-shot": {},
+        "higher_is_better": {},
+        "n-samples": {},
+        "config": {
+            "model": MODEL_ID,
+            "model_args": f"model={cfg.get('model', model_name)}"
+            + (f",checkpoint={cfg['checkpoint']}" if cfg.get("checkpoint") else ""),
+            "batch_size": cfg.get("batch_size"),
+            "batch_sizes": [],
+            "device": results.get("environment", {}).get("device"),
+            "use_cache": None,
+            "limit": cfg.get("limit"),
+            "bootstrap_iters": 1000,
+            "gen_kwargs": "",
+            "random_seed": cfg.get("seed", 0),
+            "numpy_seed": cfg.get("seed", 0),
+            "torch_seed": cfg.get("seed", 0),
+            "fewshot_seed": cfg.get("seed", 0),
+        },
+        "git_hash": results.get("environment", {}).get("git_commit"),
+        "date": created,
+        "task_hashes": {},
+        "model_source": MODEL_ID,
+        "model_name": model_name,
+        "model_name_sanitized": sanitized,
+        "total_evaluation_time_seconds": str(results.get("throughput", {}).get("wall_s", "")),
+        "vlmbench": {"version": results.get("vlmbench_version"), "run_name": results.get("run_name"),
+                     "synthetic": results.get("synthetic"), "run_dir": str(run_dir)},
+    }
+    for name, task in results.get("tasks", {}).items():
+        tcfg = task_cfgs.get(name, {})
+        rows = _read_samples(run_dir / "samples" / f"{name}.jsonl")
+        entries = _task_entries(name, task)
+        if len(entries) > 1:
+            doc["group_subtasks"][entries[0][0]] = [e[0] for e in entries[1:]]
+        for lmms_name, table, metrics, ci in entries:
+            block: dict[str, Any] = {"alias": lmms_name}
+            better: dict[str, bool] = {}
+            for path, their in table.items():
+                value = _lookup(metrics, path)
+                if value is None:
+                    continue
+                block[f"{their},none"] = value
+                block[f"{their}_stderr,none"] = _stderr(_ci_for(ci, path))
+                better[their] = not any(path.endswith(k) for k in LOWER_IS_BETTER)
+            doc["results"][lmms_name] = block
+            doc["higher_is_better"][lmms_name] = better
+            doc["versions"][lmms_name] = "Yaml"
+            doc["n-shot"][lmms_name] = 0
+            split = _SPLIT_OF_TASK.get(lmms_name)
+            n = task.get("n", len(rows)) if split is None else sum(1 for r in rows if r.get("category") == split)
+            doc["n-samples"][lmms_name] = {"original": n, "effective": n}
+            doc["configs"][lmms_name] = {
+                "task": lmms_name,
+                "dataset_path": tcfg.get("hf_dataset"),
+                "dataset_name": tcfg.get("hf_config"),
+                "test_split": tcfg.get("split"),
+                "output_type": "loglikelihood" if task.get("answer_mode") == "choices" else "generate_until",
+                "generation_kwargs": {
+                    "max_new_tokens": tcfg.get("max_new_tokens"),
+                    "until": tcfg.get("stop", []),
+                    "do_sample": False,
+                    "temperature": 0,
+                },
+                "metric_list": [
+                    {"metric": their, "aggregation": "mean", "higher_is_better": better[their]} for their in better
+                ],
+                "metadata": {"version": 0.0, "source": "vlmbench", "data": task.get("data", {}),
+                             "prompt_template": tcfg.get("prompt_template")},
+            }
+        lmms_name, table = entries[0][0], entries[0][1]
+        sample_metrics = sorted({their for their in table.values()})
+        lines = []
+        for index, row in enumerate(rows):
+            references = row.get("references") or []
+            target = references[0] if len(references) == 1 else references
+            record: dict[str, Any] = {
+                "doc_id": index,
+                "question_id": row.get("question_id"),
+                "target": str(target),
+                "filtered_resps": [row.get("prediction", "")],
+                "input": row.get("prompt", ""),
+                "doc_hash": _hash({"question_id": row.get("question_id"), "prompt": row.get("prompt")}),
+                "prompt_hash": _hash(row.get("prompt", "")),
+                "target_hash": _hash(str(target)),
+                "error": row.get("error"),
+            }
+            for their in sample_metrics:
+                if name == "pope":  # lmms-eval's POPE logs one judgement dict under every metric
+                    record[their] = {"question_id": row.get("question_id"), "score": row.get("score"),
+                                     "prediction": row.get("prediction"), "ground_truth": str(target)}
+                else:
+                    record[their] = row.get("score")
+            if "choice_logprobs" in row:
+                record["choice_logprobs"] = row["choice_logprobs"]
+            lines.append(json.dumps(record, ensure_ascii=False))
+        doc["task_hashes"][lmms_name] = _hash([json.loads(line)["doc_hash"] for line in lines])
+        (samples_dir / f"{samples_prefix}_samples_{lmms_name}.jsonl").write_text("".join(f"{line}\n" for line in lines))
+    results_file.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
+    return results_file
+
+
+def _read_samples(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["HAVE_LMMS_EVAL", "LMMS_TASKS", "VlmbenchLMM", "model_manifest", "write_lmms_eval_results"]
