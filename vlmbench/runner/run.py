@@ -296,7 +296,8 @@ def _finish_task(
     scored, rows = score_records(adapter, samples, records, opts.seed)
     write_thumbnails(run_dir, samples, rows)
     write_samples(run_dir, adapter.config.name, rows)
-    headline, higher = HEADLINES.get(adapter.config.scorer, (next(iter(scored["metrics"])), True))
+    default_metric, higher = HEADLINES.get(adapter.config.scorer, (next(iter(scored["metrics"])), True))
+    headline = adapter.config.primary_metric or default_metric  # the task YAML names it
     unique_tokens = {r["image_key"]: r.get("visual_tokens") for r in rows if r.get("visual_tokens") is not None}
     tokens = list(unique_tokens.values())
     computed = sum(part["samples"] for part in gathered)

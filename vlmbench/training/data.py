@@ -37,6 +37,7 @@ _FILES = {
     "preferences": "preferences.json",
 }
 _YES_NO = {"yes": "Yes", "no": "No"}
+TRANSCRIBE_PROMPT = "List the fields of this document."
 
 Segments = list[tuple[str, bool]]  # (text, is_target): the loss falls on target segments only
 
@@ -101,8 +102,10 @@ def _generate(spec: DataSpec, out: Path) -> None:
 
 
 def generate_documents(out: Path, seed: int, n: int, width: int = 256, height: int = 320) -> Path:
-    """DocVQA-style training pages: `n` pages (the evaluation set's renderer, another seed), one LLaVA
-    record per page asking about every field on it in random order; writes `out/documents.json`."""
+    """DocVQA-style training pages: `n` pages (the evaluation set's renderer, another seed) with two
+    LLaVA records each: a transcription of the title and fields in reading order ("List the fields of
+    this document."), and a conversation asking about every field in random order. Writes
+    `out/documents.json`."""
     from vlmbench.data.synth.documents import render_page
     from vlmbench.data.synth.text_render import FontBook
 
@@ -121,7 +124,18 @@ def generate_documents(out: Path, seed: int, n: int, width: int = 256, height: i
             field = page.fields[int(i)]
             turns.append({"from": "human", "value": (f"{IMAGE_TOKEN}\n" if k == 0 else "") + field.question})
             turns.append({"from": "gpt", "value": field.value})
-        records.append({"id": f"doc{index:06d}", "image": name, "conversations": turns})
+        transcript = " ".join([f"{page.title}."] + [f"{f.key}: {f.value}." for f in page.fields])
+        records.append(
+            {
+                "id": f"doc{index:06d}-read",
+                "image": name,
+                "conversations": [
+                    {"from": "human", "value": f"{IMAGE_TOKEN}\n{TRANSCRIBE_PROMPT}"},
+                    {"from": "gpt", "value": transcript},
+                ],
+            }
+        )
+        records.append({"id": f"doc{index:06d}-qa", "image": name, "conversations": turns})
     path = out / _FILES["documents"]
     path.write_text(json.dumps(records, indent=1) + "\n")
     return path
@@ -239,13 +253,25 @@ def tokenize_segments(tokenizer: Any, segments: Segments, max_tokens: int | None
     return ids, labels
 
 
-def text_only_segments(conversation: Conversation) -> Segments:
-    """The conversation as plain text for LM pre-training (placeholder removed, every token a target)."""
-    parts = []
-    for user, assistant in conversation.turns:
-        parts.append(user.replace(f"{IMAGE_TOKEN}\n", "").replace(IMAGE_TOKEN, ""))
-        parts.append(assistant)
-    return [(" ".join(parts), True)]
+def text_only_segments(tokenizer: Any, conversation: Conversation) -> Segments:
+    """The conversation in the chat format without the image placeholder, every token a target
+    (LM pre-training: the LLM learns the chat format and answering from its context)."""
+    turns = [(u.replace(f"{IMAGE_TOKEN}\n", "").replace(IMAGE_TOKEN, ""), a) for u, a in conversation.turns]
+    return [(text, True) for text, _ in conversation_segments(tokenizer, turns)]
+
+
+def merge_by_image(conversations: Sequence[Conversation]) -> list[Conversation]:
+    """One conversation per image holding the turns of all its records, long answers (captions,
+    transcriptions) first. As LM pre-training text this teaches the LLM to answer questions about a
+    scene from a description of it in its context — the skill it later needs with visual tokens."""
+    grouped: dict[Any, list[tuple[str, str]]] = {}
+    for conv in conversations:
+        grouped.setdefault(conv.image, []).extend(conv.turns)
+    out = []
+    for image, turns in grouped.items():
+        ordered = sorted(turns, key=lambda t: len(t[1].split()) <= 3)  # stable: long answers first
+        out.append(Conversation(image, tuple(ordered)))
+    return out
 
 
 def caption_of(conversation: Conversation) -> str:
@@ -347,6 +373,7 @@ __all__ = [
     "generate_documents",
     "load_dataset",
     "load_image",
+    "merge_by_image",
     "normalise_turn",
     "parse_llava_turns",
     "prepare_data",

@@ -41,8 +41,8 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 # Which generators a stage kind can read.
 _KIND_DATA: dict[str, tuple[str, ...]] = {
-    "lm_pretrain": ("captions", "instructions", "documents", "preferences"),
-    "vision_contrastive": ("captions",),
+    "lm_pretrain": ("captions", "instructions", "documents"),
+    "vision_contrastive": ("captions", "instructions"),
     "align": ("captions", "instructions", "documents"),
     "sft": ("captions", "instructions", "documents"),
     "dpo": ("preferences",),
@@ -70,7 +70,7 @@ class DataSpec:
 
     def cache_key(self) -> str:
         """The generated files depend on these fields only (normalisation happens at read time)."""
-        extra = f"-{self.width}x{self.height}" if self.generator == "documents" else ""
+        extra = f"-{self.width}x{self.height}-v2" if self.generator == "documents" else ""
         return f"{self.generator}-s{self.seed}-n{self.n}{extra}"
 
 
@@ -110,7 +110,9 @@ class StageConfig:
     lora_alpha: float = 16.0
     checkpoint_every: int | None = None
     log_every: int = 10
-    max_text_tokens: int = 64  # lm_pretrain / vision_contrastive: text truncation
+    max_text_tokens: int = 256  # lm_pretrain / vision_contrastive: text truncation
+    lr_scale: dict[str, float] = dataclasses.field(default_factory=dict)  # per component, e.g. {vision: 0.1}
+    image_view: str = "model"  # vision_contrastive: "model" (the resolution strategy) | "tile" (one ViT-size tile)
 
 
 @dataclass(frozen=True)
@@ -128,14 +130,17 @@ class Recipe:
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     source: str = "recipe"
 
-    def fingerprint(self) -> str:
-        """A hash of everything that determines the trained weights (not where files go)."""
+    def fingerprint(self, upto: int | None = None) -> str:
+        """A hash of everything that determines the trained weights (not where files go); with `upto`,
+        of the weights after stage `upto` (later stages left out), so edits to later stages keep
+        finished earlier stages reusable by --resume."""
+        stages = self.stages if upto is None else self.stages[: upto + 1]
         payload = {
             "model": self.model,
             "seed": self.seed,
             "tokenizer": dataclasses.asdict(self.tokenizer),
             "data": {k: dataclasses.asdict(v) for k, v in sorted(self.data.items())},
-            "stages": [dataclasses.asdict(s) for s in self.stages],
+            "stages": [dataclasses.asdict(s) for s in stages],
         }
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -328,6 +333,14 @@ def _parse_stage(raw: Any, index: int, specs: dict[str, DataSpec], model: dict[s
         if not isinstance(weight, (int, float)) or weight <= 0:
             raise UserError(f"{where}.data.{dname}: the sampling weight must be a positive number")
     kwargs = {k: v for k, v in raw.items() if k not in ("train", "data")}
+    scales = kwargs.get("lr_scale") or {}
+    if not isinstance(scales, dict):
+        raise UserError(f"{where}.lr_scale must map components to learning-rate multipliers")
+    for component, scale in scales.items():
+        _choice(component, COMPONENTS, f"{where}.lr_scale")
+        if not isinstance(scale, (int, float)) or scale <= 0:
+            raise UserError(f"{where}.lr_scale.{component} must be a positive number")
+    kwargs["lr_scale"] = {str(k): float(v) for k, v in scales.items()}
     for key in ("lr", "weight_decay", "min_lr_ratio", "beta", "lora_alpha"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
@@ -349,6 +362,9 @@ def _parse_stage(raw: Any, index: int, specs: dict[str, DataSpec], model: dict[s
         if stage.loss not in CONTRASTIVE_LOSSES:
             raise UserError(f"{where}.loss must be one of {', '.join(CONTRASTIVE_LOSSES)} for vision_contrastive")
         _choice(stage.text_encoder, TEXT_ENCODERS, f"{where}.text_encoder")
+        _choice(stage.image_view, ("model", "tile"), f"{where}.image_view")
+        if stage.image_view == "tile" and model["vision"]["kind"] == "native_vit":
+            raise UserError(f"{where}: image_view 'tile' needs a tile-based ViT; native_vit takes the image as it is")
         if stage.batch_size < 2:
             raise UserError(f"{where}: contrastive training needs batch_size >= 2 (in-batch negatives)")
     elif stage.loss is not None:

@@ -47,6 +47,7 @@ from vlmbench.training.data import (
     corpus_texts,
     load_dataset,
     load_image,
+    merge_by_image,
     prepare_data,
     text_only_segments,
     tokenize_segments,
@@ -101,9 +102,8 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
     control = control or TrainControl()
     dist_info = _init_distributed(control.device)
     work = Path(recipe.work_dir)
-    fingerprint = recipe.fingerprint()
     if dist_info.main:
-        _prepare_work_dir(work, fingerprint, control.resume)
+        _prepare_work_dir(work, recipe, control.resume)
     _barrier(dist_info)
     if dist_info.main:
         dirs = prepare_data(recipe.data, Path(recipe.data_dir))
@@ -113,17 +113,26 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
     tokenizer = _tokenizer(recipe, datasets, work, dist_info)
     model = _build_model(recipe, tokenizer).to(dist_info.device)
     stage_times: list[dict[str, Any]] = []
+    reuse = control.resume
     for index, stage in enumerate(recipe.stages):
         stage_dir = work / "stages" / f"{index:02d}-{stage.name}"
+        fingerprint = recipe.fingerprint(upto=index)
         done = stage_dir / DONE_FILE
-        if done.exists():
+        if reuse and done.exists() and json.loads(done.read_text()).get("fingerprint") == fingerprint:
             from safetensors.torch import load_model
 
             load_model(model, str(stage_dir / STAGE_WEIGHTS), strict=True)
             stage_times.append(json.loads(done.read_text()))
             log.info("stage %s already done: loaded its weights", stage.name)
             continue
-        result = run_stage(recipe, index, stage, model, tokenizer, datasets, stage_dir, control, dist_info, fingerprint)
+        if dist_info.main and done.exists():  # stale: an earlier run of a different recipe prefix
+            done.unlink()
+        _barrier(dist_info)
+        stage_control = control if reuse else TrainControl(False, control.device, control.stop_after)
+        stage_control.steps_done = control.steps_done
+        result = run_stage(recipe, index, stage, model, tokenizer, datasets, stage_dir, stage_control, dist_info, fingerprint)
+        control.steps_done = stage_control.steps_done
+        reuse = False  # later stages start from these new weights: nothing after this is reusable
         stage_times.append(result)
     out = Path(recipe.output_dir)
     if dist_info.main:
@@ -165,23 +174,14 @@ def run_stage(
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
         raise UserError(f"stage {stage.name}: no trainable parameters")
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": [p for p in params if p.ndim >= 2], "weight_decay": stage.weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
-        ],
-        lr=stage.lr,
-        betas=stage.betas,
-    )
+    optimizer = torch.optim.AdamW(param_groups(objective, stage), lr=stage.lr, betas=stage.betas)
     start, elapsed = 0, 0.0
     latest = ckpt.latest_checkpoint(stage_dir) if control.resume else None
+    if latest is not None and json.loads((latest / ckpt.STATE_FILE).read_text()).get("fingerprint") != fingerprint:
+        log.info("stage %s: %s belongs to another recipe version; starting the stage over", stage.name, latest)
+        latest = None
     if latest is not None:
         state = ckpt.load_checkpoint(latest, objective, optimizer)
-        if state.get("fingerprint") != fingerprint:
-            raise UserError(
-                f"{latest} was written by a different recipe (fingerprint {state.get('fingerprint')} != "
-                f"{fingerprint}); run without --resume to start over"
-            )
         start, elapsed = int(state["step"]), float(state.get("elapsed_s", 0.0))
         log.info("stage %s: resuming at step %d from %s", stage.name, start, latest)
     elif dist_info.main:
@@ -199,9 +199,10 @@ def run_stage(
     if stage.batch_size % dist_info.world:
         raise UserError(f"stage {stage.name}: batch_size {stage.batch_size} is not divisible by {dist_info.world} ranks")
     distinct = (lambda item: item.image) if stage.kind == "vision_contrastive" else None
-    sampler = MixtureSampler(
-        {name: datasets[name] for name in stage.data}, stage.data, recipe.seed, index, distinct_key=distinct
-    )
+    stage_data = {name: datasets[name] for name in stage.data}
+    if stage.kind == "lm_pretrain":
+        stage_data = {name: merge_by_image(data) for name, data in stage_data.items()}
+    sampler = MixtureSampler(stage_data, stage.data, recipe.seed, index, distinct_key=distinct)
     autocast = _autocast(recipe, dist_info)
     collate = Collator(stage, model, tokenizer)
     objective.train()
@@ -211,7 +212,7 @@ def run_stage(
         t0 = time.perf_counter()
         lr = lr_at(stage, step)
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         items = sampler.batch(step, stage.batch_size)[dist_info.rank :: dist_info.world]
         batch = collate(items)
         if reference is not None:
@@ -251,7 +252,7 @@ def run_stage(
     if stage.lora_rank:
         merge_lora(model.llm)
     result = {"stage": stage.name, "kind": stage.kind, "steps": stage.steps, "wall_s": round(elapsed, 1),
-              "final_loss": round(loss_value, 5)}
+              "final_loss": round(loss_value, 5), "fingerprint": fingerprint}
     if dist_info.main:
         from safetensors.torch import save_model
 
@@ -262,6 +263,22 @@ def run_stage(
         (stage_dir / ckpt.LATEST_FILE).unlink(missing_ok=True)
     _barrier(dist_info)
     return result
+
+
+def param_groups(objective: nn.Module, stage: StageConfig) -> list[dict[str, Any]]:
+    """AdamW groups: per component (its `lr_scale`), weight decay on matrices only."""
+    buckets: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, p in objective.named_parameters():
+        if not p.requires_grad:
+            continue
+        parts = name.split(".")
+        component = parts[1] if parts[0] == "model" else "heads"
+        scale = stage.lr_scale.get(component, 1.0)
+        buckets.setdefault((scale, p.ndim >= 2), []).append(p)
+    return [
+        {"params": ps, "lr_scale": scale, "weight_decay": stage.weight_decay if decay else 0.0}
+        for (scale, decay), ps in sorted(buckets.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    ]
 
 
 def lr_at(stage: StageConfig, step: int) -> float:
@@ -312,9 +329,12 @@ class Collator:
         kind = self.stage.kind
         tok = self.tokenizer
         if kind == "lm_pretrain":
-            rows = [tokenize_segments(tok, _with_bos(tok, text_only_segments(c)), self.stage.max_text_tokens) for c in items]
+            rows = [tokenize_segments(tok, text_only_segments(tok, c), self.stage.max_text_tokens) for c in items]
             return Batch(kind, [], rows, sum(len(r[0]) for r in rows))
-        images = [self.model.prepare_image(load_image(item.image)) for item in items]
+        if kind == "vision_contrastive" and self.stage.image_view == "tile":
+            images = [self._single_tile(load_image(item.image)) for item in items]
+        else:
+            images = [self.model.prepare_image(load_image(item.image)) for item in items]
         visual_tokens = sum(self.model.visual_tokens_for(p.plan) for p in images)
         if kind == "vision_contrastive":
             rows = []
@@ -330,14 +350,19 @@ class Collator:
         rows = [tokenize_segments(tok, conversation_segments(tok, c.turns)) for c in items]
         return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + visual_tokens)
 
+    def _single_tile(self, image: Any) -> Any:
+        """The whole image squeezed into one ViT-size tile (cheap contrastive pre-training)."""
+        from vlmbench.modeling.resolution import to_pixel_tensor
+        from vlmbench.modeling.vlm import PreparedImage
+
+        size = self.model.config.vision.image_size
+        cfg = self.model.vision.config
+        tile = image.resize((size, size), resample=3)  # bicubic
+        plan = self.model.resolution.plan(size, size)
+        return PreparedImage(to_pixel_tensor([tile], cfg.image_mean, cfg.image_std), plan)
+
     def _pair_row(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
         return tokenize_segments(self.tokenizer, conversation_segments(self.tokenizer, [(prompt, answer)]))
-
-
-def _with_bos(tokenizer: Any, segments: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
-    bos = tokenizer.bos_token or ""
-    eos = tokenizer.eos_token or ""
-    return [(bos, False), *segments, (eos, True)]
 
 
 # ---- objectives ------------------------------------------------------------------------------
@@ -475,7 +500,11 @@ def conversation_logits(
     Inline models get the visual tokens in place of `<image>` (labels -100 there); cross-attention
     models keep the placeholder token and receive the visual tokens through their gated layers.
     Left padding and position ids as in `VLM.build_inputs`."""
-    visual = model.encode(images)
+    if model.config.vision.kind == "native_vit":
+        # one image at a time: packing them would attend over a dense (ΣN)² block-diagonal mask on CPU
+        visual = [model.encode([image])[0] for image in images]
+    else:
+        visual = model.encode(images)
     embed = model.llm.get_input_embeddings()
     device = embed.weight.device
     inline = not model.config.cross_attention_every
@@ -569,14 +598,17 @@ def _tokenizer(recipe: Recipe, datasets: dict[str, list[Any]], work: Path, dist_
     return load_tokenizer(saved)
 
 
-def _prepare_work_dir(work: Path, fingerprint: str, resume: bool) -> None:
-    """A fresh run clears the work dir; --resume requires it to belong to the same recipe."""
+def _prepare_work_dir(work: Path, recipe: Recipe, resume: bool) -> None:
+    """A fresh run clears the work dir. --resume keeps it: finished stages whose recipe prefix
+    (model, seed, tokenizer, data, stages so far) is unchanged are reused, the rest rerun; a work dir
+    whose tokenizer/data/model differ from the recipe's is refused."""
     marker = work / "fingerprint.json"
+    base = recipe.fingerprint(upto=-1)  # everything but the stages
     if resume and marker.exists():
-        found = json.loads(marker.read_text()).get("fingerprint")
-        if found != fingerprint:
+        found = json.loads(marker.read_text()).get("base")
+        if found != base:
             raise UserError(
-                f"{work} holds a run of a different recipe (fingerprint {found} != {fingerprint}); "
+                f"{work} holds a run with another model, seed, tokenizer or data (fingerprint {found} != {base}); "
                 "run without --resume to start over"
             )
         return
@@ -584,7 +616,7 @@ def _prepare_work_dir(work: Path, fingerprint: str, resume: bool) -> None:
         for name in ("stages", "tokenizer"):
             shutil.rmtree(work / name, ignore_errors=True)
     work.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": fingerprint}) + "\n")
+    marker.write_text(json.dumps({"base": base, "fingerprint": recipe.fingerprint()}) + "\n")
 
 
 def _save_final(recipe: Recipe, model: nn.Module, out: Path, work: Path, stages: list[dict[str, Any]]) -> None:
