@@ -118,7 +118,7 @@ def test_every_preset_overfits_a_handful_of_samples(name: str) -> None:
 def test_flamingo_gates_start_closed() -> None:
     model = build_random(load_preset("flamingo-style"), seed=0)
     assert len(model.cross_attention) == 2
-    assert all(float(block.attn_gate) == 0 and float(block.mlp_gate) == 0 for block in model.cross_attention)
+    assert all(float(block.attn_gate.detach()) == 0 and float(block.mlp_gate.detach()) == 0 for block in model.cross_attention)
 
 
 @pytest.mark.parametrize(

@@ -20,9 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--recipe", required=True, type=Path, help="recipe YAML (see recipes/)")
     p.add_argument("--out", type=Path, help="final checkpoint directory (default: the recipe's output_dir)")
-    p.add_argument("--work-dir", type=Path, help="stage checkpoints and logs (default: the recipe's work_dir)")
+    p.add_argument(
+        "--work-dir", type=Path, help="stage checkpoints and logs (default: the recipe's work_dir)"
+    )
     p.add_argument("--data-dir", type=Path, help="generated training sets (default: the recipe's data_dir)")
-    p.add_argument("--resume", action="store_true", help="continue from the last stage checkpoint of the work dir")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last stage checkpoint of the work dir"
+    )
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     p.add_argument(
@@ -60,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as exc:
         print(f"vlmbench train: {exc}; continue with --resume", file=sys.stderr)
         return 1
-    summary = json.loads((out / "train_summary.json").read_text()) if (out / "train_summary.json").exists() else {}
+    summary = (
+        json.loads((out / "train_summary.json").read_text()) if (out / "train_summary.json").exists() else {}
+    )
     print(json.dumps({"checkpoint": str(out), "train_wall_s": summary.get("train_wall_s")}))
     return 0

@@ -28,7 +28,9 @@ LATEST_FILE = "latest.json"
 STATE_FILE = "state.json"
 
 
-def save_checkpoint(stage_dir: Path, step: int, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    stage_dir: Path, step: int, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]
+) -> Path:
     """Write `checkpoint-<step>/` under `stage_dir`, point `latest.json` at it, drop older ones."""
     from safetensors.torch import save_file, save_model
 
@@ -78,7 +80,9 @@ def load_checkpoint(directory: Path, module: nn.Module, optimizer: torch.optim.O
     return json.loads((directory / STATE_FILE).read_text())
 
 
-def optimizer_state_to_flat(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def optimizer_state_to_flat(
+    optimizer: torch.optim.Optimizer,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split `optimizer.state_dict()` into tensors (for safetensors) and a JSON-able index."""
     sd = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
@@ -101,7 +105,8 @@ def optimizer_state_from_flat(tensors: dict[str, torch.Tensor], index: dict[str,
     state: dict[int, dict[str, Any]] = {}
     for pid, row in index["state"].items():
         state[int(pid)] = {
-            name: tensors[entry["tensor"]] if "tensor" in entry else entry["value"] for name, entry in row.items()
+            name: tensors[entry["tensor"]] if "tensor" in entry else entry["value"]
+            for name, entry in row.items()
         }
     groups = []
     for group in index["param_groups"]:
@@ -122,7 +127,9 @@ def rng_state() -> dict[str, torch.Tensor]:
 
 def set_rng_state(states: dict[str, torch.Tensor]) -> None:
     torch.set_rng_state(states["torch_cpu"])
-    cuda_keys = sorted((k for k in states if k.startswith("torch_cuda_")), key=lambda k: int(k.rsplit("_", 1)[1]))
+    cuda_keys = sorted(
+        (k for k in states if k.startswith("torch_cuda_")), key=lambda k: int(k.rsplit("_", 1)[1])
+    )
     cuda = [states[k] for k in cuda_keys]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])

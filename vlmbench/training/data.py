@@ -163,7 +163,9 @@ def parse_llava_turns(conversations: Sequence[dict[str, str]]) -> list[tuple[str
     for k in range(0, len(conversations), 2):
         user, assistant = conversations[k], conversations[k + 1]
         if user.get("from") != "human" or assistant.get("from") != "gpt":
-            raise UserError(f"turn {k // 2}: expected human then gpt, got {user.get('from')} then {assistant.get('from')}")
+            raise UserError(
+                f"turn {k // 2}: expected human then gpt, got {user.get('from')} then {assistant.get('from')}"
+            )
         turns.append((str(user["value"]), str(assistant["value"])))
     return turns
 
@@ -240,7 +242,9 @@ def conversation_pairs(tokenizer: Any, turns: Sequence[tuple[str, str]]) -> list
     return pairs
 
 
-def tokenize_segments(tokenizer: Any, segments: Segments, max_tokens: int | None = None) -> tuple[list[int], list[int]]:
+def tokenize_segments(
+    tokenizer: Any, segments: Segments, max_tokens: int | None = None
+) -> tuple[list[int], list[int]]:
     """Token ids and labels (-100 outside target segments) for rendered segments."""
     ids: list[int] = []
     labels: list[int] = []

@@ -112,7 +112,9 @@ class StageConfig:
     log_every: int = 10
     max_text_tokens: int = 256  # lm_pretrain / vision_contrastive: text truncation
     lr_scale: dict[str, float] = dataclasses.field(default_factory=dict)  # per component, e.g. {vision: 0.1}
-    image_view: str = "model"  # vision_contrastive: "model" (the resolution strategy) | "tile" (one ViT-size tile)
+    image_view: str = (
+        "model"  # vision_contrastive: "model" (the resolution strategy) | "tile" (one ViT-size tile)
+    )
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,21 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
 def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | None = None) -> Recipe:
     """Validate a recipe mapping; relative paths are resolved against `base_dir` (the repo root)."""
     base = base_dir or _repo_root()
-    known = {"name", "model", "seed", "output_dir", "work_dir", "data_dir", "tokenizer", "data", "stages",
-             "save_dtype", "precision", "description", "notes"}
+    known = {
+        "name",
+        "model",
+        "seed",
+        "output_dir",
+        "work_dir",
+        "data_dir",
+        "tokenizer",
+        "data",
+        "stages",
+        "save_dtype",
+        "precision",
+        "description",
+        "notes",
+    }
     _no_unknown(data, known, source)
     name = _require(data, "name", str, source)
     seed = _require(data, "seed", int, source)
@@ -287,7 +302,9 @@ def _parse_tokenizer(raw: Any, specs: dict[str, DataSpec], source: str, base: Pa
         path = str(_resolve(base, path))
     vocab = int(raw.get("vocab_size", 512))
     if vocab < 300:
-        raise UserError(f"{where}.vocab_size {vocab} is too small: a byte-level tokenizer needs > 263 entries")
+        raise UserError(
+            f"{where}.vocab_size {vocab} is too small: a byte-level tokenizer needs > 263 entries"
+        )
     return TokenizerSpec(
         path=path,
         vocab_size=vocab,
@@ -297,7 +314,9 @@ def _parse_tokenizer(raw: Any, specs: dict[str, DataSpec], source: str, base: Pa
     )
 
 
-def _parse_stage(raw: Any, index: int, specs: dict[str, DataSpec], model: dict[str, Any], source: str) -> StageConfig:
+def _parse_stage(
+    raw: Any, index: int, specs: dict[str, DataSpec], model: dict[str, Any], source: str
+) -> StageConfig:
     where = f"{source}: stages[{index}]"
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a mapping")
@@ -324,7 +343,9 @@ def _parse_stage(raw: Any, index: int, specs: dict[str, DataSpec], model: dict[s
         raise UserError(f"{where}.data must name at least one data set (a list, or name: weight)")
     for dname, weight in data.items():
         if dname not in specs:
-            raise UserError(f"{where}.data names '{dname}', which 'data' does not define ({', '.join(specs)})")
+            raise UserError(
+                f"{where}.data names '{dname}', which 'data' does not define ({', '.join(specs)})"
+            )
         if specs[dname].generator not in _KIND_DATA[kind]:
             raise UserError(
                 f"{where}: a {kind} stage cannot read '{dname}' ({specs[dname].generator}); "
@@ -360,11 +381,15 @@ def _parse_stage(raw: Any, index: int, specs: dict[str, DataSpec], model: dict[s
         raise UserError(f"{where}: warmup_steps must lie in [0, steps]")
     if kind == "vision_contrastive":
         if stage.loss not in CONTRASTIVE_LOSSES:
-            raise UserError(f"{where}.loss must be one of {', '.join(CONTRASTIVE_LOSSES)} for vision_contrastive")
+            raise UserError(
+                f"{where}.loss must be one of {', '.join(CONTRASTIVE_LOSSES)} for vision_contrastive"
+            )
         _choice(stage.text_encoder, TEXT_ENCODERS, f"{where}.text_encoder")
         _choice(stage.image_view, ("model", "tile"), f"{where}.image_view")
         if stage.image_view == "tile" and model["vision"]["kind"] == "native_vit":
-            raise UserError(f"{where}: image_view 'tile' needs a tile-based ViT; native_vit takes the image as it is")
+            raise UserError(
+                f"{where}: image_view 'tile' needs a tile-based ViT; native_vit takes the image as it is"
+            )
         if stage.batch_size < 2:
             raise UserError(f"{where}: contrastive training needs batch_size >= 2 (in-batch negatives)")
     elif stage.loss is not None:
@@ -412,7 +437,9 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def _no_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
-        raise UserError(f"{where}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}")
+        raise UserError(
+            f"{where}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
+        )
 
 
 def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:

@@ -130,7 +130,9 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
         _barrier(dist_info)
         stage_control = control if reuse else TrainControl(False, control.device, control.stop_after)
         stage_control.steps_done = control.steps_done
-        result = run_stage(recipe, index, stage, model, tokenizer, datasets, stage_dir, stage_control, dist_info, fingerprint)
+        result = run_stage(
+            recipe, index, stage, model, tokenizer, datasets, stage_dir, stage_control, dist_info, fingerprint
+        )
         control.steps_done = stage_control.steps_done
         reuse = False  # later stages start from these new weights: nothing after this is reusable
         stage_times.append(result)
@@ -177,8 +179,13 @@ def run_stage(
     optimizer = torch.optim.AdamW(param_groups(objective, stage), lr=stage.lr, betas=stage.betas)
     start, elapsed = 0, 0.0
     latest = ckpt.latest_checkpoint(stage_dir) if control.resume else None
-    if latest is not None and json.loads((latest / ckpt.STATE_FILE).read_text()).get("fingerprint") != fingerprint:
-        log.info("stage %s: %s belongs to another recipe version; starting the stage over", stage.name, latest)
+    if (
+        latest is not None
+        and json.loads((latest / ckpt.STATE_FILE).read_text()).get("fingerprint") != fingerprint
+    ):
+        log.info(
+            "stage %s: %s belongs to another recipe version; starting the stage over", stage.name, latest
+        )
         latest = None
     if latest is not None:
         state = ckpt.load_checkpoint(latest, objective, optimizer)
@@ -197,7 +204,9 @@ def run_stage(
         device_ids = [dist_info.device.index] if dist_info.device.type == "cuda" else None
         runner = DistributedDataParallel(objective, device_ids=device_ids, find_unused_parameters=True)
     if stage.batch_size % dist_info.world:
-        raise UserError(f"stage {stage.name}: batch_size {stage.batch_size} is not divisible by {dist_info.world} ranks")
+        raise UserError(
+            f"stage {stage.name}: batch_size {stage.batch_size} is not divisible by {dist_info.world} ranks"
+        )
     distinct = (lambda item: item.image) if stage.kind == "vision_contrastive" else None
     stage_data = {name: datasets[name] for name in stage.data}
     if stage.kind == "lm_pretrain":
@@ -207,7 +216,9 @@ def run_stage(
     collate = Collator(stage, model, tokenizer)
     objective.train()
     loss_value = float("nan")
-    log.info("stage %s (%s): steps %d..%d, train %s", stage.name, stage.kind, start, stage.steps, list(stage.train))
+    log.info(
+        "stage %s (%s): steps %d..%d, train %s", stage.name, stage.kind, start, stage.steps, list(stage.train)
+    )
     for step in range(start, stage.steps):
         t0 = time.perf_counter()
         lr = lr_at(stage, step)
@@ -239,20 +250,35 @@ def run_stage(
             }
             with open(stage_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
-            log.info("stage %s step %d/%d loss %.4f lr %.2e", stage.name, step + 1, stage.steps, loss_value, lr)
+            log.info(
+                "stage %s step %d/%d loss %.4f lr %.2e", stage.name, step + 1, stage.steps, loss_value, lr
+            )
         if stage.checkpoint_every and (step + 1) % stage.checkpoint_every == 0 and step + 1 < stage.steps:
             if dist_info.main:
                 ckpt.save_checkpoint(
-                    stage_dir, step + 1, objective, optimizer,
-                    {"fingerprint": fingerprint, "stage": stage.name, "elapsed_s": elapsed,
-                     "scheduler": {"step": step + 1, "lr": lr}},
+                    stage_dir,
+                    step + 1,
+                    objective,
+                    optimizer,
+                    {
+                        "fingerprint": fingerprint,
+                        "stage": stage.name,
+                        "elapsed_s": elapsed,
+                        "scheduler": {"step": step + 1, "lr": lr},
+                    },
                 )
             _barrier(dist_info)
         control.tick()
     if stage.lora_rank:
         merge_lora(model.llm)
-    result = {"stage": stage.name, "kind": stage.kind, "steps": stage.steps, "wall_s": round(elapsed, 1),
-              "final_loss": round(loss_value, 5), "fingerprint": fingerprint}
+    result = {
+        "stage": stage.name,
+        "kind": stage.kind,
+        "steps": stage.steps,
+        "wall_s": round(elapsed, 1),
+        "final_loss": round(loss_value, 5),
+        "fingerprint": fingerprint,
+    }
     if dist_info.main:
         from safetensors.torch import save_model
 
@@ -329,7 +355,9 @@ class Collator:
         kind = self.stage.kind
         tok = self.tokenizer
         if kind == "lm_pretrain":
-            rows = [tokenize_segments(tok, text_only_segments(tok, c), self.stage.max_text_tokens) for c in items]
+            rows = [
+                tokenize_segments(tok, text_only_segments(tok, c), self.stage.max_text_tokens) for c in items
+            ]
             return Batch(kind, [], rows, sum(len(r[0]) for r in rows))
         if kind == "vision_contrastive" and self.stage.image_view == "tile":
             images = [self._single_tile(load_image(item.image)) for item in items]
@@ -423,7 +451,9 @@ class StageObjective(nn.Module):
             if batch.reference is None:
                 raise ValueError("dpo batches need the reference model's log-probs")
             ref = batch.reference.to(logprobs.device)
-            loss, accuracy = dpo_loss(logprobs[:half], logprobs[half:], ref[:half], ref[half:], self.stage.beta)
+            loss, accuracy = dpo_loss(
+                logprobs[:half], logprobs[half:], ref[:half], ref[half:], self.stage.beta
+            )
             return loss, {"reward_accuracy": accuracy.detach()}
         logits, labels = conversation_logits(self.model, batch.images, batch.rows)
         return _lm_loss(logits, labels), {}
@@ -467,7 +497,9 @@ class StageObjective(nn.Module):
 
 def _lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over positions with a label (labels aligned with inputs)."""
-    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100)
+    return F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=-100
+    )
 
 
 def pooled_image_features(model: nn.Module, images: list[Any]) -> torch.Tensor:
@@ -516,7 +548,9 @@ def conversation_logits(
         if inline:
             where = (ids_t == model.image_token_id).nonzero().flatten()
             if where.numel() != 1:
-                raise ValueError(f"row {index} must hold exactly one image placeholder, found {where.numel()}")
+                raise ValueError(
+                    f"row {index} must hold exactly one image placeholder, found {where.numel()}"
+                )
             cut = int(where[0])
             vis = visual[index].to(text.dtype)
             text = torch.cat([text[:cut], vis, text[cut + 1 :]])
@@ -535,13 +569,17 @@ def conversation_logits(
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     model._set_visual_context(visual)
     try:
-        logits = model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False).logits
+        logits = model.llm(
+            inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False
+        ).logits
     finally:
         model._visual_context = None
     return logits, labels_out
 
 
-def conversation_logprobs(model: nn.Module, images: list[Any], rows: list[tuple[list[int], list[int]]]) -> torch.Tensor:
+def conversation_logprobs(
+    model: nn.Module, images: list[Any], rows: list[tuple[list[int], list[int]]]
+) -> torch.Tensor:
     """Summed log-probability of each row's target tokens: (B,)."""
     logits, labels = conversation_logits(model, images, rows)
     return sequence_logprobs(logits, labels)
@@ -619,7 +657,9 @@ def _prepare_work_dir(work: Path, recipe: Recipe, resume: bool) -> None:
     marker.write_text(json.dumps({"base": base, "fingerprint": recipe.fingerprint()}) + "\n")
 
 
-def _save_final(recipe: Recipe, model: nn.Module, out: Path, work: Path, stages: list[dict[str, Any]]) -> None:
+def _save_final(
+    recipe: Recipe, model: nn.Module, out: Path, work: Path, stages: list[dict[str, Any]]
+) -> None:
     dtype = {"float32": None, "bfloat16": torch.bfloat16, "float16": torch.float16}[recipe.save_dtype]
     model.save(out, dtype=dtype)
     logs = out / "logs"
