@@ -49,7 +49,10 @@ def test_results_files_follow_the_contract(reference_run) -> None:
     results = json.loads((run_dir / "results.json").read_text())
     assert {"vlmbench_version", "run_name", "created", "model", "tasks", "throughput", "config", "environment"} <= set(results)
     assert {"name", "preset", "vision_encoder", "projector", "resolution", "llm", "params", "visual_tokens_per_image"} <= set(results["model"])
-    assert results["model"]["trained"] is False  # no demo checkpoint is used here: random weights are flagged
+    from vlmbench.modeling.presets import demo_checkpoint
+
+    # random weights are flagged; once the preset ships a demo checkpoint, that is used and flagged trained
+    assert results["model"]["trained"] is (demo_checkpoint("llava-1.5-style") is not None)
     pope = results["tasks"]["pope"]
     assert pope["n"] == 72 and pope["errors"] == 0
     assert pope["data"]["synthetic"] is True and pope["data"]["fingerprint"]
