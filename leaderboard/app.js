@@ -52,6 +52,9 @@
       report.href = r.report;
       sub.appendChild(report);
       td.appendChild(sub);
+      if (!r.trained) {
+        td.appendChild(el("span", "badge untrained", "RANDOM WEIGHTS"));
+      }
     } },
     { key: "vision_encoder", label: "vision encoder", type: "text", className: "narrow", value: function (r) { return r.vision_encoder; } },
     { key: "projector", label: "projector", type: "text", value: function (r) { return r.projector; } },
