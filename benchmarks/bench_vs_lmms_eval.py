@@ -12,15 +12,24 @@ Both sides evaluate the same tiny LLaVA (a random `llava-1.5-style` preset expor
 - reference loop: what `llava_hf` does per request, written with plain transformers (processor →
   `generate`, batch 1, no feature cache). It is labelled as such and is not lmms-eval.
 
+With `--lmms-python PY` (a Python of a separate venv holding lmms-eval ≥ 0.7 and vlmbench, e.g.
+/tmp/lmmsvenv/bin/python), lmms-eval's own CLI runs instead, as a subprocess: `python -m lmms_eval --model
+llava_hf --tasks vlmbench_pope_local --include_path <tmp> --batch_size 1 --log_samples` on a local task
+(YAML + parquet of the same questions and prompts, written here; nothing is downloaded). Its samples/s
+count the time spent in `LlavaHf.generate_until` (model loading excluded, as on vlmbench's side); the
+CLI's end-to-end wall is printed too. Answers are read from its per-sample log.
+
 Answers are compared across sides (they must agree: same model, same prompt, greedy decoding).
 
     python benchmarks/bench_vs_lmms_eval.py [--images 5] [--batch-size 8] [--threads 1] [--device cpu]
+        [--lmms-python /tmp/lmmsvenv/bin/python]
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -125,6 +134,134 @@ def run_lmms_eval(model_dir: Path, samples: list, device: str) -> dict | None:
     return {"label": "lmms-eval llava_hf", "samples_per_s": len(samples) / wall, "wall_s": wall, "answers": answers}
 
 
+LMMS_TASK_YAML = """task: vlmbench_pope_local
+dataset_path: parquet
+dataset_kwargs:
+  data_files:
+    test: {parquet}
+test_split: test
+output_type: generate_until
+doc_to_visual: !function vlmbench_pope_local_utils.doc_to_visual
+doc_to_text: !function vlmbench_pope_local_utils.doc_to_text
+doc_to_target: answer
+generation_kwargs:
+  max_new_tokens: {max_new_tokens}
+  until: {until}
+  temperature: 0
+  top_p: 1.0
+  num_beams: 1
+  do_sample: false
+process_results: !function vlmbench_pope_local_utils.process_results
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  - version: 0.0
+"""
+
+LMMS_TASK_UTILS = """import io
+
+from PIL import Image
+
+
+def doc_to_visual(doc):
+    return [Image.open(io.BytesIO(doc["image"])).convert("RGB")]
+
+
+def doc_to_text(doc):
+    return doc["prompt"]
+
+
+def process_results(doc, results):
+    return {"acc": float(results[0].strip().lower() == doc["answer"])}
+"""
+
+# Runs lmms-eval's own CLI (`python -m lmms_eval ...`), timing LlavaHf.generate_until (the model's work).
+LMMS_RUNNER = """import json, sys, time
+import lmms_eval.models.simple.llava_hf as llava_hf
+from lmms_eval.__main__ import cli_evaluate
+
+spent = []
+original = llava_hf.LlavaHf.generate_until
+
+def timed(self, requests):
+    start = time.perf_counter()
+    try:
+        return original(self, requests)
+    finally:
+        spent.append((time.perf_counter() - start, len(requests)))
+
+llava_hf.LlavaHf.generate_until = timed
+timing_path = sys.argv.pop(1)
+sys.argv[0] = "lmms_eval"
+try:
+    cli_evaluate()
+finally:
+    with open(timing_path, "w") as f:
+        json.dump({"wall_s": sum(w for w, _ in spent), "requests": sum(n for _, n in spent)}, f)
+"""
+
+
+def run_lmms_eval_cli(lmms_python: str, model_dir: Path, samples: list, root: Path, args: argparse.Namespace) -> dict:
+    """lmms-eval's CLI (`llava_hf`, batch 1) in another venv on a local task holding the same questions."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vlmbench.modeling.hf import _truncate
+
+    task_dir = root / "lmms_task"
+    task_dir.mkdir()
+    images = []
+    for s in samples:
+        buf = io.BytesIO()
+        s.load_image().save(buf, format="PNG")
+        images.append(buf.getvalue())
+    table = pa.table({
+        "question_id": [s.question_id for s in samples],
+        "prompt": [s.prompt for s in samples],
+        "answer": [s.reference_fields.get("answer", s.references[0]) for s in samples],
+        "image": pa.array(images, type=pa.binary()),
+    })
+    parquet = task_dir / "pope_local.parquet"
+    pq.write_table(table, parquet)
+    (task_dir / "vlmbench_pope_local.yaml").write_text(LMMS_TASK_YAML.format(
+        parquet=json.dumps(str(parquet)), max_new_tokens=POPE_MAX_NEW_TOKENS, until=json.dumps(list(POPE_STOP))))
+    (task_dir / "vlmbench_pope_local_utils.py").write_text(LMMS_TASK_UTILS)
+    (root / "lmms_runner.py").write_text(LMMS_RUNNER)
+    timing, out = root / "lmms_timing.json", root / "lmms_out"
+    cmd = [lmms_python, str(root / "lmms_runner.py"), str(timing), "--model", "llava_hf",
+           "--model_args", f"pretrained={model_dir},dtype=float32,device_map={args.device}", "--tasks", "vlmbench_pope_local",
+           "--include_path", str(task_dir), "--batch_size", "1", "--device", args.device,
+           "--log_samples", "--output_path", str(out)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_DATASETS_CACHE": str(root / "hf_datasets"), "OMP_NUM_THREADS": str(args.threads)}
+    env.pop("VLMBENCH_CACHE", None)
+    print("lmms-eval command:", " ".join(cmd[:1] + ["-m", "lmms_eval"] + cmd[3:]), file=sys.stderr)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    end_to_end = time.perf_counter() - start
+    if proc.returncode != 0 or not timing.exists():
+        raise SystemExit(f"lmms-eval failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
+    logs = sorted(out.rglob("*samples_vlmbench_pope_local*.jsonl"))
+    if not logs:
+        files = [str(f.relative_to(out)) for f in out.rglob("*")]
+        raise SystemExit(f"lmms-eval wrote no per-sample log under {out} ({files}):\n{proc.stderr[-4000:]}")
+    answers = {}
+    for line in logs[-1].read_text().splitlines():
+        row = json.loads(line)
+        if os.environ.get("BENCH_DEBUG"):
+            print("lmms-eval sample log row:", {k: row[k] for k in row if k != "doc"}, file=sys.stderr)
+        response = row["filtered_resps"][0] if row.get("filtered_resps") else row["resps"][0]
+        while isinstance(response, list):
+            response = response[0]
+        qid = row["doc"]["question_id"] if "doc" in row else samples[int(row["doc_id"])].question_id
+        answers[qid] = _truncate(response, POPE_STOP)
+    wall = json.loads(timing.read_text())["wall_s"]
+    return {"label": "lmms-eval llava_hf (CLI, batch 1)", "samples_per_s": len(answers) / wall, "wall_s": wall,
+            "end_to_end_s": end_to_end, "answers": answers}
+
+
 def agreement(a: dict, b: dict) -> float:
     keys = a["answers"].keys() & b["answers"].keys()
     return sum(a["answers"][k] == b["answers"][k] for k in keys) / max(1, len(keys))
@@ -137,6 +274,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for every side")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lmms-python", help="Python of a venv with lmms-eval: run its CLI as a subprocess")
     args = parser.parse_args()
 
     import torch
@@ -152,7 +290,10 @@ def main() -> None:
             run_vlmbench("choices", model_dir, root / "runs", args, "choices", env),
         ]
         samples = pope_requests(cache, args.images)
-        lmms = run_lmms_eval(model_dir, samples, args.device)
+        if args.lmms_python:
+            lmms = run_lmms_eval_cli(args.lmms_python, model_dir, samples, root, args)
+        else:
+            lmms = run_lmms_eval(model_dir, samples, args.device)
         reference = run_reference_loop(model_dir, samples, args.device)
 
     print(f"tiny LLaVA (llava-1.5-style export), {len(samples)} synthetic POPE questions, device {args.device}, "
@@ -167,7 +308,12 @@ def main() -> None:
               "torch with another build). No lmms-eval figure is reported or estimated.")
         print(f"vlmbench generate vs the reference loop: {rows[0]['samples_per_s'] / reference['samples_per_s']:.2f}x")
     else:
-        print(f"answer agreement, vlmbench generate vs lmms-eval: {agreement(rows[0], lmms):.3f}")
+        if "end_to_end_s" in lmms:
+            print(f"lmms-eval CLI end to end (start-up, model and data loading included): {lmms['end_to_end_s']:.2f} s")
+        common = len(rows[0]["answers"].keys() & lmms["answers"].keys())
+        print(f"vlmbench generate / lmms-eval samples/s: {rows[0]['samples_per_s'] / lmms['samples_per_s']:.2f}x")
+        print(f"answer agreement, vlmbench generate vs lmms-eval: {agreement(rows[0], lmms):.3f} "
+              f"({common} common questions)")
     print(f"answer agreement, vlmbench generate vs reference loop: {agreement(rows[0], reference):.3f}   "
           f"choices vs generate: {agreement(rows[1], rows[0]):.3f}")
 

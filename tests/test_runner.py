@@ -211,3 +211,43 @@ def test_thumbnail_bytes_are_png(reference_run) -> None:
     rows = _samples(run_dir, "pope")
     with Image.open(io.BytesIO((run_dir / rows[0]["thumbnail"]).read_bytes())) as img:
         assert img.format == "PNG" and max(img.size) <= 96
+
+
+def _worker_pid(tag: str, rank: int) -> int | None:
+    """The pid of the torchrun worker with this RANK whose environment carries our tag."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"VLMBENCH_TEST_TAG={tag}".encode() in env and f"RANK={rank}".encode() in env and b"LOCAL_RANK=" + str(rank).encode() in env:
+            return int(entry.name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the worker process")
+def test_a_dying_rank_fails_the_run_without_hanging_and_it_resumes(reference_run, tmp_path) -> None:
+    ref_dir, cache = reference_run
+    tag = f"dying-rank-{os.getpid()}"
+    args = [*BASE, "--batch-size", "2", "--output-dir", str(tmp_path), "--run-name", "dying", "--dist-timeout", "60"]
+    launcher = subprocess.Popen(
+        [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29519", "-m", "vlmbench", *args],
+        env={**_env(cache), "VLMBENCH_TEST_TAG": tag}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    log1 = tmp_path / "dying" / "logs" / "pope.rank1.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and launcher.poll() is None and not (log1.exists() and log1.read_text().count("\n") >= 4):
+        time.sleep(0.02)
+    pid = _worker_pid(tag, 1)
+    assert launcher.poll() is None and pid is not None, "rank 1 finished before it could be killed"
+    os.kill(pid, signal.SIGKILL)
+    _, stderr = launcher.communicate(timeout=240)  # must not hang
+    assert launcher.returncode != 0
+    assert not (tmp_path / "dying" / "results.json").exists()
+    resumed = _cli([*args, "--resume"], cache)  # one process picks up both ranks' leftovers
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    rows = _samples(tmp_path / "dying", "pope")
+    assert [r["prediction"] for r in rows] == [r["prediction"] for r in _samples(ref_dir, "pope")]
