@@ -178,21 +178,33 @@ def process_results(doc, results):
 """
 
 # Runs lmms-eval's own CLI (`python -m lmms_eval ...`), timing LlavaHf.generate_until (the model's work).
-LMMS_RUNNER = """import json, sys, time
-import lmms_eval.models.simple.llava_hf as llava_hf
+LMMS_RUNNER = """import importlib, json, sys, time
 from lmms_eval.__main__ import cli_evaluate
 
-spent = []
-original = llava_hf.LlavaHf.generate_until
+spent, depth = [], [0]
 
-def timed(self, requests):
-    start = time.perf_counter()
+
+def timed(original):
+    def generate_until(self, requests):
+        depth[0] += 1
+        start = time.perf_counter()
+        try:
+            return original(self, requests)
+        finally:
+            depth[0] -= 1
+            if depth[0] == 0:
+                spent.append((time.perf_counter() - start, len(requests)))
+    return generate_until
+
+
+# --model llava_hf resolves to the chat model (a subclass of the simple one) unless --force_simple.
+for name in ("lmms_eval.models.simple.llava_hf", "lmms_eval.models.chat.llava_hf"):
     try:
-        return original(self, requests)
-    finally:
-        spent.append((time.perf_counter() - start, len(requests)))
-
-llava_hf.LlavaHf.generate_until = timed
+        cls = importlib.import_module(name).LlavaHf
+    except ImportError:
+        continue
+    if "generate_until" in vars(cls):
+        cls.generate_until = timed(vars(cls)["generate_until"])
 timing_path = sys.argv.pop(1)
 sys.argv[0] = "lmms_eval"
 try:
@@ -252,12 +264,14 @@ def run_lmms_eval_cli(lmms_python: str, model_dir: Path, samples: list, root: Pa
         row = json.loads(line)
         if os.environ.get("BENCH_DEBUG"):
             print("lmms-eval sample log row:", {k: row[k] for k in row if k != "doc"}, file=sys.stderr)
-        response = row["filtered_resps"][0] if row.get("filtered_resps") else row["resps"][0]
+        response = row["filtered_resps"] if "filtered_resps" in row else row["resps"]
         while isinstance(response, list):
             response = response[0]
         qid = row["doc"]["question_id"] if "doc" in row else samples[int(row["doc_id"])].question_id
         answers[qid] = _truncate(response, POPE_STOP)
     wall = json.loads(timing.read_text())["wall_s"]
+    if not wall:
+        raise SystemExit("lmms-eval ran, but LlavaHf.generate_until was never timed")
     return {"label": "lmms-eval llava_hf (CLI, batch 1)", "samples_per_s": len(answers) / wall, "wall_s": wall,
             "end_to_end_s": end_to_end, "answers": answers}
 
