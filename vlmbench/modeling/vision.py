@@ -162,6 +162,16 @@ class Block(nn.Module):
 # ---- fixed-grid ViT (CLIP / SigLIP) -------------------------------------------------------------
 
 
+
+def patch_grid(height: int, width: int, patch: int, hint: str = "") -> tuple[int, int]:
+    """(rows, cols) of patches for an H×W input; UserError when a side is not a positive multiple of `patch`."""
+    if height % patch or width % patch or height <= 0 or width <= 0:
+        raise UserError(
+            f"image size {width}x{height} (WxH) is not a multiple of the vision patch size {patch}; "
+            f"resize to multiples of {patch}{hint}"
+        )
+    return height // patch, width // patch
+
 class ViT(nn.Module):
     """CLIP- or SigLIP-style ViT with learned absolute positions for the `image_size` grid.
 
@@ -201,13 +211,7 @@ class ViT(nn.Module):
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """(rows, cols) of patches for an H×W input; both must be multiples of patch_size."""
-        p = self.patch_size
-        if height % p or width % p or height <= 0 or width <= 0:
-            raise UserError(
-                f"image size {width}x{height} (WxH) is not a multiple of the vision patch size {p}; "
-                f"resize to multiples of {p}"
-            )
-        return height // p, width // p
+        return patch_grid(height, width, self.patch_size)
 
     def position_embeddings(self, rows: int, cols: int) -> Tensor:
         """Patch position table for a rows×cols grid: [rows*cols, D], interpolated when needed."""
@@ -303,13 +307,7 @@ class NativeViT(nn.Module):
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """(rows, cols) of patches for an H×W image; both must be multiples of patch_size."""
-        p = self.patch_size
-        if height % p or width % p or height <= 0 or width <= 0:
-            raise UserError(
-                f"image size {width}x{height} (WxH) is not a multiple of the vision patch size {p}; "
-                f"resize to multiples of {p} (the native resolution strategy does this)"
-            )
-        return height // p, width // p
+        return patch_grid(height, width, self.patch_size, hint=" (the native resolution strategy does this)")
 
     def _patchify(self, image: Tensor) -> tuple[Tensor, int, int]:
         """image [3, H, W] → patches [rows*cols, 3*p*p] in row-major order."""

@@ -225,20 +225,7 @@ def scatter(
             text=x_label + (" (log scale)" if log_x else ""),
         )
     )
-    parts.append(
-        el(
-            "text",
-            {
-                "x": 12,
-                "y": m["top"] + ph / 2,
-                "text_anchor": "middle",
-                "font_size": 11,
-                "fill": "#374151",
-                "transform": f"rotate(-90 12 {m['top'] + ph / 2:.1f})",
-            },
-            text=y_label,
-        )
-    )
+    parts.append(_y_axis_label(m, ph, y_label))
     front = pareto_front(xs, ys, x_higher_better, y_higher_better)
     if len(front) > 1:
         coords = " ".join(f"{px(xs[i]):.1f},{py(ys[i]):.1f}" for i in front)
@@ -347,20 +334,7 @@ def grouped_bars(
                 text=f"{t:.2f}",
             )
         )
-    parts.append(
-        el(
-            "text",
-            {
-                "x": 12,
-                "y": m["top"] + ph / 2,
-                "text_anchor": "middle",
-                "font_size": 11,
-                "fill": "#374151",
-                "transform": f"rotate(-90 12 {m['top'] + ph / 2:.1f})",
-            },
-            text=y_label,
-        )
-    )
+    parts.append(_y_axis_label(m, ph, y_label))
     n_groups, n_series = max(len(groups), 1), max(len(series), 1)
     group_w = pw / n_groups
     bar_w = min(28.0, group_w * 0.8 / n_series)
@@ -456,3 +430,19 @@ def grouped_bars(
             )
         )
     return _svg(width, height, title, *parts)
+
+
+def _y_axis_label(m: dict, ph: float, label: str) -> str:
+    """The rotated y-axis title, centred on the plot area's height."""
+    return el(
+        "text",
+        {
+            "x": 12,
+            "y": m["top"] + ph / 2,
+            "text_anchor": "middle",
+            "font_size": 11,
+            "fill": "#374151",
+            "transform": f"rotate(-90 12 {m['top'] + ph / 2:.1f})",
+        },
+        text=label,
+    )
