@@ -6,8 +6,11 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+import yaml
+from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
 from vlmbench.cli import main
@@ -295,6 +298,7 @@ def test_tiny_recipe_end_to_end(full_run: dict[str, Path]) -> None:
         "lm_pretrain",
         "vision_contrastive",
         "vision_contrastive",
+        "vision_tagging",
         "align",
         "sft",
         "dpo",
@@ -353,9 +357,9 @@ def test_killed_stage_resumes_to_identical_weights(
         "--data-dir",
         str(data_dir),
     ]
-    # stages: lm 2, clip 2, siglip 2, align 2, sft 3 (checkpoint every 2) → step 10 is sft step 2
-    assert main([*args, "--stop-after", "10"]) == 1
-    sft = work / "stages" / "04-sft"
+    # stages: lm 2, clip 2, siglip 2, tags 2, align 2, sft 3 (checkpoint every 2) → step 12 is sft step 2
+    assert main([*args, "--stop-after", "12"]) == 1
+    sft = work / "stages" / "05-sft"
     assert (sft / "latest.json").exists() and not (sft / "done.json").exists()
     assert main([*args, "--resume"]) == 0
     resumed = load_file(str(out / "model.safetensors"))
@@ -399,4 +403,89 @@ def test_resume_reuses_unchanged_stages_after_a_recipe_edit(
     )
     after = {d.name: (d / "done.json").read_text() for d in sorted((work / "stages").iterdir())}
     assert all(after[name] == before[name] for name in list(before)[:-1])  # reused, not retrained
-    assert json.loads(after["05-dpo"])["steps"] == 3
+    assert json.loads(after["06-dpo"])["steps"] == 3
+
+
+def test_patch_labels_mark_the_patches_a_box_covers() -> None:
+    from vlmbench.training.region_tags import patch_labels
+
+    # a 10x6 box at (12, 3) on a 32x32 view of 8-px patches: columns 1-2, row 0 (row 1 has 1 px: < 20%)
+    labels = patch_labels([(2, (12.0, 3.0, 10.0, 6.0))], (0, 0, 32, 32), (1.0, 1.0), (4, 4), 8, 3)
+    grid = labels.view(4, 4, 3)
+    assert grid[..., 2].nonzero().tolist() == [[0, 1], [0, 2]]
+    assert grid[..., :2].sum() == 0
+    # the same box seen through a crop at (8, 0) scaled x2: it now spans x 8..28, y 6..18
+    crop = patch_labels([(0, (12.0, 3.0, 10.0, 6.0))], (8, 0, 24, 16), (2.0, 2.0), (4, 4), 8, 1)
+    assert crop.view(4, 4)[:3, 1:4].sum() > 0 and crop.view(4, 4)[:, 0].sum() == 0
+    # a tiny (3x3 px) object still lights the patch it sits in
+    tiny = patch_labels([(0, (9.0, 9.0, 3.0, 3.0))], (0, 0, 32, 32), (1.0, 1.0), (4, 4), 8, 1)
+    assert tiny.view(4, 4).nonzero().tolist() == [[1, 1]]
+
+
+def test_tagging_loss_falls_and_separates_categories(tmp_path: Path) -> None:
+    """A tiny ViT learns which of two glyph colours a patch shows (the vision_tagging objective)."""
+    from vlmbench.modeling.config import VisionConfig
+    from vlmbench.modeling.resolution import to_pixel_tensor
+    from vlmbench.modeling.vision import build_vision_encoder
+    from vlmbench.training.region_tags import RegionTagHead, patch_labels
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    cfg = VisionConfig(image_size=32, patch_size=8, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64)
+    vit = build_vision_encoder(cfg)
+    head = RegionTagHead(vit.out_dim, 2)
+    opt = torch.optim.AdamW([*vit.parameters(), *head.parameters()], lr=3e-3)
+
+    def sample() -> tuple[torch.Tensor, torch.Tensor]:
+        views, labels = [], []
+        for _ in range(8):
+            image = Image.new("RGB", (32, 32), (230, 230, 230))
+            draw = ImageDraw.Draw(image)
+            label = int(rng.integers(2))
+            x, y = (int(v) for v in rng.integers(0, 24, size=2))
+            draw.rectangle((x, y, x + 7, y + 7), fill=((200, 30, 30), (30, 30, 200))[label])
+            views.append(image)
+            labels.append(patch_labels([(label, (x, y, 8.0, 8.0))], (0, 0, 32, 32), (1.0, 1.0), (4, 4), 8, 2))
+        return to_pixel_tensor(views, vit.config.image_mean, vit.config.image_std), torch.stack(labels)
+
+    losses = []
+    for _ in range(80):
+        pixels, target = sample()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(head(vit(pixels)), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert np.mean(losses[-10:]) < 0.5 * np.mean(losses[:10])
+    pixels, target = sample()
+    with torch.no_grad():
+        predicted = head(vit(pixels)) > 0
+    assert (predicted == target.bool()).float().mean() > 0.9
+
+
+def test_init_loads_the_named_components_from_saved_weights(full_run: dict[str, Path], tmp_path: Path) -> None:
+    from vlmbench.modeling.tokenizer import load_tokenizer
+    from vlmbench.training.stages import _build_model
+
+    weights = full_run["out"] / "model.safetensors"
+    raw = yaml.safe_load(TINY.read_text())
+    raw["init"] = {"weights": str(weights), "components": ["vision", "llm"]}
+    recipe = parse_recipe(raw, source="init-test")
+    tokenizer = load_tokenizer(full_run["out"] / "tokenizer")
+    model = _build_model(recipe, tokenizer)
+    saved = load_file(str(weights))
+    fresh = _build_model(load_recipe(TINY), tokenizer).state_dict()
+    for key, value in model.state_dict().items():
+        if key.split(".")[0] in ("vision", "llm") and key in saved:
+            assert torch.equal(value, saved[key]), key
+        elif key.startswith("projector."):
+            assert torch.equal(value, fresh[key]), key  # not loaded: the seeded initialisation
+    assert recipe.fingerprint() != load_recipe(TINY).fingerprint()
+
+    raw["init"]["weights"] = str(tmp_path / "absent.safetensors")
+    with pytest.raises(UserError, match="does not exist"):
+        _build_model(parse_recipe(raw, source="init-test"), tokenizer)
+    raw["init"] = {"weights": str(weights), "components": ["vision"]}
+    raw["model"]["overrides"]["vision"]["hidden_size"] = 48
+    with pytest.raises(UserError, match="same configuration"):
+        _build_model(parse_recipe(raw, source="init-test"), tokenizer)

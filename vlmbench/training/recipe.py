@@ -31,7 +31,7 @@ import yaml
 
 from vlmbench.errors import UserError
 
-STAGE_KINDS: tuple[str, ...] = ("lm_pretrain", "vision_contrastive", "align", "sft", "dpo")
+STAGE_KINDS: tuple[str, ...] = ("lm_pretrain", "vision_contrastive", "vision_tagging", "align", "sft", "dpo")
 COMPONENTS: tuple[str, ...] = ("vision", "projector", "llm", "cross_attention")
 GENERATORS: tuple[str, ...] = ("captions", "instructions", "preferences", "documents")
 CONTRASTIVE_LOSSES: tuple[str, ...] = ("clip", "siglip")
@@ -43,6 +43,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 _KIND_DATA: dict[str, tuple[str, ...]] = {
     "lm_pretrain": ("captions", "instructions", "documents"),
     "vision_contrastive": ("captions", "instructions"),
+    "vision_tagging": ("captions", "instructions"),  # scene sets: they carry COCO-style boxes
     "align": ("captions", "instructions", "documents"),
     "sft": ("captions", "instructions", "documents"),
     "dpo": ("preferences",),
@@ -86,6 +87,15 @@ class TokenizerSpec:
 
 
 @dataclass(frozen=True)
+class InitSpec:
+    """Start from another run's weights for some components (e.g. the ViT and LLM a base recipe's
+    early stages produced), so that ablations change one axis with the encoder and LLM held fixed."""
+
+    weights: str  # a model.safetensors (a stage's or a final checkpoint's)
+    components: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class StageConfig:
     """One training stage. Components not in `train` are frozen (requires_grad False)."""
 
@@ -115,6 +125,8 @@ class StageConfig:
     image_view: str = (
         "model"  # vision_contrastive: "model" (the resolution strategy) | "tile" (one ViT-size tile)
     )
+    crop_p: float = 0.6  # vision_tagging: share of native-scale crops (the rest: whole image resized)
+    pos_weight: float = 4.0  # vision_tagging: BCE weight of positive (covered) patch labels
 
 
 @dataclass(frozen=True)
@@ -130,6 +142,7 @@ class Recipe:
     stages: tuple[StageConfig, ...]
     save_dtype: str = "bfloat16"
     precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
+    init: InitSpec | None = None
     source: str = "recipe"
 
     def fingerprint(self, upto: int | None = None) -> str:
@@ -144,6 +157,8 @@ class Recipe:
             "data": {k: dataclasses.asdict(v) for k, v in sorted(self.data.items())},
             "stages": [dataclasses.asdict(s) for s in stages],
         }
+        if self.init is not None:  # added only when set, so fingerprints of other recipes are unchanged
+            payload["init"] = {**dataclasses.asdict(self.init), "sha256": _file_sha256(self.init.weights)}
         return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def to_dict(self) -> dict[str, Any]:
@@ -187,6 +202,7 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | 
         "precision",
         "description",
         "notes",
+        "init",
     }
     _no_unknown(data, known, source)
     name = _require(data, "name", str, source)
@@ -208,6 +224,7 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | 
     _choice(save_dtype, SAVE_DTYPES, f"{source}: save_dtype")
     precision = str(data.get("precision", "auto"))
     _choice(precision, PRECISIONS, f"{source}: precision")
+    init = _parse_init(data.get("init"), source, base)
     return Recipe(
         name=name,
         model=model,
@@ -220,6 +237,7 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | 
         stages=stages,
         save_dtype=save_dtype,
         precision=precision,
+        init=init,
         source=source,
     )
 
@@ -284,6 +302,34 @@ def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
         kwargs["caption_prompts"] = tuple(spec.get("caption_prompts") or ())
         out[str(name)] = DataSpec(**kwargs)
     return out
+
+
+def _parse_init(raw: Any, source: str, base: Path) -> InitSpec | None:
+    where = f"{source}: init"
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise UserError(f"{where} must be a mapping {{weights: FILE.safetensors, components: [vision, llm]}}")
+    _no_unknown(raw, {"weights", "components"}, where)
+    weights = _resolve(base, _require(raw, "weights", str, where))  # checked when training starts
+    components = raw.get("components")
+    if isinstance(components, str):
+        components = [components]
+    if not isinstance(components, list) or not components:
+        raise UserError(f"{where}.components must list components to load ({', '.join(COMPONENTS)})")
+    for component in components:
+        _choice(component, COMPONENTS, f"{where}.components")
+    return InitSpec(weights=str(weights), components=tuple(components))
+
+
+def _file_sha256(path: str) -> str:
+    if not Path(path).is_file():
+        return "missing"
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _parse_tokenizer(raw: Any, specs: dict[str, DataSpec], source: str, base: Path) -> TokenizerSpec:
@@ -362,7 +408,7 @@ def _parse_stage(
         if not isinstance(scale, (int, float)) or scale <= 0:
             raise UserError(f"{where}.lr_scale.{component} must be a positive number")
     kwargs["lr_scale"] = {str(k): float(v) for k, v in scales.items()}
-    for key in ("lr", "weight_decay", "min_lr_ratio", "beta", "lora_alpha"):
+    for key in ("lr", "weight_decay", "min_lr_ratio", "beta", "lora_alpha", "crop_p", "pos_weight"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
     if "grad_clip" in kwargs and kwargs["grad_clip"] is not None:
@@ -394,6 +440,13 @@ def _parse_stage(
             raise UserError(f"{where}: contrastive training needs batch_size >= 2 (in-batch negatives)")
     elif stage.loss is not None:
         raise UserError(f"{where}.loss is only used by vision_contrastive stages")
+    if kind == "vision_tagging":
+        if set(train) != {"vision"}:
+            raise UserError(f"{where}: vision_tagging trains the vision encoder only (train: [vision])")
+        if not 0.0 <= stage.crop_p <= 1.0:
+            raise UserError(f"{where}.crop_p must lie in [0, 1]")
+        if stage.pos_weight <= 0:
+            raise UserError(f"{where}.pos_weight must be > 0")
     if kind == "lm_pretrain" and set(train) - {"llm"}:
         raise UserError(f"{where}: lm_pretrain trains the LLM only (train: [llm])")
     if stage.lora_rank is not None:

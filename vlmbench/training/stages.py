@@ -5,6 +5,8 @@ Stage kinds (what the loss is):
 - `lm_pretrain`: next-token loss of the LLM alone on the text of the training conversations.
 - `vision_contrastive`: the ViT against a text encoder (the LLM's mean-pooled token embeddings or a
   small transformer), CLIP softmax or SigLIP sigmoid loss; the heads are discarded afterwards.
+- `vision_tagging`: the ViT's patch features against the categories whose boxes cover each patch
+  (per-patch multi-label BCE through a linear head that is discarded afterwards; see `region_tags`).
 - `align` / `sft`: next-token loss on the assistant tokens of (multi-turn) LLaVA conversations, the
   visual tokens spliced in at `<image>` (or fed to the cross-attention layers, Flamingo style).
 - `dpo`: DPO of the policy against a frozen copy of the model taken at the start of the stage,
@@ -55,6 +57,7 @@ from vlmbench.training.data import (
 from vlmbench.training.lora import apply_lora, merge_lora
 from vlmbench.training.losses import clip_loss, dpo_loss, sequence_logprobs, siglip_loss
 from vlmbench.training.recipe import Recipe, StageConfig
+from vlmbench.training.region_tags import RegionLabels, RegionTagHead, load_region_labels, patch_labels, tile_view
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +115,8 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
     datasets = {name: load_dataset(spec, dirs[name]) for name, spec in recipe.data.items()}
     tokenizer = _tokenizer(recipe, datasets, work, dist_info)
     model = _build_model(recipe, tokenizer).to(dist_info.device)
+    tag_sets = sorted({name for s in recipe.stages if s.kind == "vision_tagging" for name in s.data})
+    regions = load_region_labels([dirs[name] for name in tag_sets]) if tag_sets else None
     stage_times: list[dict[str, Any]] = []
     reuse = control.resume
     for index, stage in enumerate(recipe.stages):
@@ -131,7 +136,8 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
         stage_control = control if reuse else TrainControl(False, control.device, control.stop_after)
         stage_control.steps_done = control.steps_done
         result = run_stage(
-            recipe, index, stage, model, tokenizer, datasets, stage_dir, stage_control, dist_info, fingerprint
+            recipe, index, stage, model, tokenizer, datasets, stage_dir, stage_control, dist_info, fingerprint,
+            regions,
         )
         control.steps_done = stage_control.steps_done
         reuse = False  # later stages start from these new weights: nothing after this is reusable
@@ -157,8 +163,10 @@ def run_stage(
     control: TrainControl,
     dist_info: DistInfo,
     fingerprint: str,
+    regions: RegionLabels | None = None,
 ) -> dict[str, Any]:
-    """Train one stage in place on `model`; writes the stage's weights and `done.json`."""
+    """Train one stage in place on `model`; writes the stage's weights and `done.json`.
+    `regions` holds the box annotations that `vision_tagging` stages read."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(recipe.seed * 1009 + index)
     set_trainable(model, stage.train)
@@ -169,9 +177,13 @@ def run_stage(
             for p in model.llm.parameters():
                 p.requires_grad_(False)
             apply_lora(model.llm, stage.lora_rank, stage.lora_alpha)
-    heads = None
+    heads: nn.Module | None = None
     if stage.kind == "vision_contrastive":
         heads = ContrastiveHeads(model, stage, len(tokenizer)).to(dist_info.device)
+    elif stage.kind == "vision_tagging":
+        if regions is None:
+            raise UserError(f"stage {stage.name}: vision_tagging needs box annotations (scene data sets)")
+        heads = RegionTagHead(model.vision.out_dim, len(regions.categories)).to(dist_info.device)
     objective = StageObjective(stage, model, heads)
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
@@ -207,13 +219,13 @@ def run_stage(
         raise UserError(
             f"stage {stage.name}: batch_size {stage.batch_size} is not divisible by {dist_info.world} ranks"
         )
-    distinct = (lambda item: item.image) if stage.kind == "vision_contrastive" else None
+    distinct = (lambda item: item.image) if stage.kind in ("vision_contrastive", "vision_tagging") else None
     stage_data = {name: datasets[name] for name in stage.data}
     if stage.kind == "lm_pretrain":
         stage_data = {name: merge_by_image(data) for name, data in stage_data.items()}
     sampler = MixtureSampler(stage_data, stage.data, recipe.seed, index, distinct_key=distinct)
     autocast = _autocast(recipe, dist_info)
-    collate = Collator(stage, model, tokenizer)
+    collate = Collator(stage, model, tokenizer, regions, seed=recipe.seed * 1009 + index)
     objective.train()
     loss_value = float("nan")
     log.info(
@@ -225,7 +237,7 @@ def run_stage(
         for group in optimizer.param_groups:
             group["lr"] = lr * group["lr_scale"]
         items = sampler.batch(step, stage.batch_size)[dist_info.rank :: dist_info.world]
-        batch = collate(items)
+        batch = collate(items, step)
         if reference is not None:
             with torch.no_grad(), autocast:
                 batch.reference = dpo_logprobs(reference, batch)
@@ -341,19 +353,31 @@ class Batch:
     rows: list[tuple[list[int], list[int]]]
     tokens: int
     reference: torch.Tensor | None = None
+    patch_labels: list[torch.Tensor] | None = None  # vision_tagging: (patches, labels) per encoder input
 
 
 class Collator:
     """Items of a stage's data → a `Batch` (image preparation and tokenisation)."""
 
-    def __init__(self, stage: StageConfig, model: nn.Module, tokenizer: Any) -> None:
+    def __init__(
+        self,
+        stage: StageConfig,
+        model: nn.Module,
+        tokenizer: Any,
+        regions: RegionLabels | None = None,
+        seed: int = 0,
+    ) -> None:
         self.stage = stage
         self.model = model
         self.tokenizer = tokenizer
+        self.regions = regions
+        self.seed = seed
 
-    def __call__(self, items: list[Conversation | Preference]) -> Batch:
+    def __call__(self, items: list[Conversation | Preference], step: int = 0) -> Batch:
         kind = self.stage.kind
         tok = self.tokenizer
+        if kind == "vision_tagging":
+            return self._tagging(items, step)
         if kind == "lm_pretrain":
             rows = [
                 tokenize_segments(tok, text_only_segments(tok, c), self.stage.max_text_tokens) for c in items
@@ -377,6 +401,39 @@ class Collator:
             return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + 2 * visual_tokens)
         rows = [tokenize_segments(tok, conversation_segments(tok, c.turns)) for c in items]
         return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + visual_tokens)
+
+    def _tagging(self, items: list[Any], step: int) -> Batch:
+        """Views and per-patch labels; the crops are a pure function of (seed, step) like the batches."""
+        import numpy as np
+
+        from vlmbench.modeling.resolution import to_pixel_tensor, to_pixel_tensors
+        from vlmbench.modeling.vlm import PreparedImage
+
+        assert self.regions is not None
+        rng = np.random.default_rng([self.seed, step])
+        cfg = self.model.vision.config
+        patch = self.model.config.vision.patch_size
+        num_labels = len(self.regions.categories)
+        images, labels = [], []
+        for item in items:
+            image = load_image(item.image)
+            boxes = self.regions.of(item.image)
+            if self.model.config.vision.kind == "native_vit":
+                prepared = self.model.prepare_image(image)
+                (pixels,) = to_pixel_tensors(
+                    [image.resize(prepared.plan.resized, resample=3)], cfg.image_mean, cfg.image_std
+                )
+                grid = (pixels.shape[1] // patch, pixels.shape[2] // patch)
+                scale = (pixels.shape[2] / image.width, pixels.shape[1] / image.height)
+                images.append(PreparedImage([pixels], prepared.plan))
+                labels.append(patch_labels(boxes, (0, 0, image.width, image.height), scale, grid, patch, num_labels))
+            else:
+                size = self.model.config.vision.image_size
+                view, lab = tile_view(image, boxes, size, patch, num_labels, rng, self.stage.crop_p)
+                images.append(PreparedImage(to_pixel_tensor([view], cfg.image_mean, cfg.image_std), None))
+                labels.append(lab)
+        tokens = sum(int(lab.shape[0]) for lab in labels)
+        return Batch("vision_tagging", images, [], tokens, patch_labels=labels)
 
     def _single_tile(self, image: Any) -> Any:
         """The whole image squeezed into one ViT-size tile (cheap contrastive pre-training)."""
@@ -433,7 +490,7 @@ class StageObjective(nn.Module):
     """The model (plus a stage's auxiliary heads) with the stage's loss as `forward(batch)`.
     It is the unit that DDP wraps and that checkpoints save."""
 
-    def __init__(self, stage: StageConfig, model: nn.Module, heads: ContrastiveHeads | None = None) -> None:
+    def __init__(self, stage: StageConfig, model: nn.Module, heads: nn.Module | None = None) -> None:
         super().__init__()
         self.stage = stage
         self.model = model
@@ -445,6 +502,8 @@ class StageObjective(nn.Module):
             return self._lm(batch), {}
         if kind == "vision_contrastive":
             return self._contrastive(batch)
+        if kind == "vision_tagging":
+            return self._tagging(batch)
         if kind == "dpo":
             logprobs = conversation_logprobs(self.model, batch.images + batch.images, batch.rows)
             half = len(batch.images)
@@ -493,6 +552,25 @@ class StageObjective(nn.Module):
             sims = F.normalize(image_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T
             accuracy = (sims.argmax(-1) == torch.arange(sims.shape[0], device=device)).float().mean()
         return loss, {"retrieval_accuracy": accuracy}
+
+
+    def _tagging(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert self.heads is not None and batch.patch_labels is not None
+        device = next(self.model.vision.parameters()).device
+        if self.model.config.vision.kind == "native_vit":
+            feats = self.model.vision([image.pixels[0].to(device) for image in batch.images])
+        else:
+            feats = list(self.model.vision(torch.cat([image.pixels for image in batch.images]).to(device)))
+        logits = self.heads(torch.cat(feats)).float()
+        target = torch.cat(batch.patch_labels).to(device)
+        # positives are rare (most patches are background): weight them up so the head cannot win by
+        # predicting "nothing" everywhere
+        pos_weight = torch.full((target.shape[1],), self.stage.pos_weight, device=device)
+        loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+        with torch.no_grad():
+            hits = (logits > 0) == target.bool()
+            recall = (hits & target.bool()).sum() / target.sum().clamp(min=1)
+        return loss, {"patch_accuracy": hits.float().mean(), "patch_recall": recall}
 
 
 def _lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -616,7 +694,46 @@ def _build_model(recipe: Recipe, tokenizer: Any) -> nn.Module:
     config.name = recipe.name if config.name == "custom" else config.name
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
-        return VLM(config, tokenizer)
+        model = VLM(config, tokenizer)
+    if recipe.init is not None:
+        load_components(model, recipe.init.weights, recipe.init.components)
+    return model
+
+
+def load_components(model: nn.Module, weights: str | Path, components: tuple[str, ...]) -> None:
+    """Copy the named components' tensors from a saved VLM; every tensor must exist with its shape."""
+    from safetensors.torch import load_file
+
+    if not Path(weights).is_file():
+        raise UserError(
+            f"init: {weights} does not exist; run the recipe that produces it first "
+            "(an ablation recipe starts from its base recipe's stage weights: see its header)"
+        )
+    saved = load_file(str(weights))
+    own = model.state_dict()
+    wanted = {k: v for k, v in own.items() if k.split(".")[0] in components}
+    # tied tensors (embeddings / LM head) are saved under one of their names: load through that one
+    by_storage: dict[int, list[str]] = {}
+    for key, value in own.items():
+        by_storage.setdefault(value.data_ptr(), []).append(key)
+    for key in [k for k in wanted if k not in saved]:
+        alias = next((k for k in by_storage[own[key].data_ptr()] if k in saved), None)
+        if alias is not None:
+            wanted.pop(key)
+            wanted[alias] = own[alias]
+    missing = sorted(k for k in wanted if k not in saved)
+    if missing:
+        raise UserError(
+            f"init: {weights} lacks {len(missing)} tensors of {', '.join(components)} (e.g. {missing[0]}); "
+            "it must come from a model with the same architecture for those components"
+        )
+    for key, value in wanted.items():
+        if saved[key].shape != value.shape:
+            raise UserError(
+                f"init: {key} is {tuple(saved[key].shape)} in {weights} but {tuple(value.shape)} here; "
+                "the components loaded must have the same configuration"
+            )
+    model.load_state_dict({k: saved[k].to(v.dtype) for k, v in wanted.items()}, strict=False)
 
 
 def _tokenizer(recipe: Recipe, datasets: dict[str, list[Any]], work: Path, dist_info: DistInfo) -> Any:
