@@ -257,11 +257,15 @@ def tokenize_segments(
     return ids, labels
 
 
-def text_only_segments(tokenizer: Any, conversation: Conversation) -> Segments:
-    """The conversation in the chat format without the image placeholder, every token a target
-    (LM pre-training: the LLM learns the chat format and answering from its context)."""
+def text_only_segments(tokenizer: Any, conversation: Conversation, targets: str = "all") -> Segments:
+    """The conversation in the chat format without the image placeholder (LM pre-training: the LLM
+    learns the chat format and answering from its context). `targets`: "all" tokens, or only the
+    "assistant" answers, which concentrates the loss on answering from the description in context."""
     turns = [(u.replace(f"{IMAGE_TOKEN}\n", "").replace(IMAGE_TOKEN, ""), a) for u, a in conversation.turns]
-    return [(text, True) for text, _ in conversation_segments(tokenizer, turns)]
+    segments = conversation_segments(tokenizer, turns)
+    if targets == "assistant":
+        return segments
+    return [(text, True) for text, _ in segments]
 
 
 def merge_by_image(conversations: Sequence[Conversation]) -> list[Conversation]:

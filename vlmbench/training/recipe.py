@@ -125,6 +125,7 @@ class StageConfig:
     image_view: str = (
         "model"  # vision_contrastive: "model" (the resolution strategy) | "tile" (one ViT-size tile)
     )
+    lm_targets: str = "all"  # lm_pretrain: loss on "all" tokens or on "assistant" answers only
     crop_p: float = 0.6  # vision_tagging: share of native-scale crops (the rest: whole image resized)
     pos_weight: float = 4.0  # vision_tagging: BCE weight of positive (covered) patch labels
 
@@ -447,6 +448,7 @@ def _parse_stage(
             raise UserError(f"{where}.crop_p must lie in [0, 1]")
         if stage.pos_weight <= 0:
             raise UserError(f"{where}.pos_weight must be > 0")
+    _choice(stage.lm_targets, ("all", "assistant"), f"{where}.lm_targets")
     if kind == "lm_pretrain" and set(train) - {"llm"}:
         raise UserError(f"{where}: lm_pretrain trains the LLM only (train: [llm])")
     if stage.lora_rank is not None:

@@ -57,7 +57,13 @@ from vlmbench.training.data import (
 from vlmbench.training.lora import apply_lora, merge_lora
 from vlmbench.training.losses import clip_loss, dpo_loss, sequence_logprobs, siglip_loss
 from vlmbench.training.recipe import Recipe, StageConfig
-from vlmbench.training.region_tags import RegionLabels, RegionTagHead, load_region_labels, patch_labels, tile_view
+from vlmbench.training.region_tags import (
+    RegionLabels,
+    RegionTagHead,
+    load_region_labels,
+    patch_labels,
+    tile_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -380,7 +386,8 @@ class Collator:
             return self._tagging(items, step)
         if kind == "lm_pretrain":
             rows = [
-                tokenize_segments(tok, text_only_segments(tok, c), self.stage.max_text_tokens) for c in items
+                tokenize_segments(tok, text_only_segments(tok, c, self.stage.lm_targets), self.stage.max_text_tokens)
+                for c in items
             ]
             return Batch(kind, [], rows, sum(len(r[0]) for r in rows))
         if kind == "vision_contrastive" and self.stage.image_view == "tile":
@@ -558,7 +565,8 @@ class StageObjective(nn.Module):
         assert self.heads is not None and batch.patch_labels is not None
         device = next(self.model.vision.parameters()).device
         if self.model.config.vision.kind == "native_vit":
-            feats = self.model.vision([image.pixels[0].to(device) for image in batch.images])
+            # one image per call: packing them would attend over a dense (ΣN)² block-diagonal mask on CPU
+            feats = [self.model.vision([image.pixels[0].to(device)])[0] for image in batch.images]
         else:
             feats = list(self.model.vision(torch.cat([image.pixels for image in batch.images]).to(device)))
         logits = self.heads(torch.cat(feats)).float()
