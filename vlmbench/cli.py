@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "report",
     "leaderboard",
     "check",
+    "effects",
     "models",
     "tasks",
     "export",
