@@ -141,3 +141,20 @@ def test_missing_and_malformed_inputs(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_bad_alpha(runs: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _check(capsys, runs["base"], runs["same"], "--alpha", "1.5")
     assert code == 2 and "--alpha" in err
+
+
+def test_chair_recall_uses_the_references_the_runner_logs() -> None:
+    """The runner's CHAIR sample rows keep the ground-truth objects in `references` (no `gt_objects`)."""
+    import numpy as np
+
+    from vlmbench.report.paired import sample_stats
+
+    rows = [
+        {"mentioned": ["cup", "dog"], "hallucinated": ["dog"], "references": ["cup", "chair"]},
+        {"mentioned": ["cat"], "hallucinated": [], "references": ["cat"]},
+    ]
+    stats = sample_stats("chair", rows, ["chair_i", "chair_s", "recall"], "chair_i")
+    assert stats is not None
+    values = stats.compute(np.arange(2)[None, :])
+    assert values["recall"][0] == pytest.approx(2 / 3)
+    assert values["chair_i"][0] == pytest.approx(1 / 3)

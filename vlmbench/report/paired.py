@@ -144,6 +144,15 @@ def _pope_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
     return SampleStats(compute, binary)
 
 
+def _gt_objects(row: Mapping[str, Any]) -> list[str] | None:
+    """An image's ground-truth objects: `gt_objects` when a row has it, else `references` (where the
+    runner's CHAIR sample logs keep them)."""
+    for key in ("gt_objects", "references"):
+        if isinstance(row.get(key), list):
+            return list(row[key])
+    return None
+
+
 def _chair_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
     if not all(
         isinstance(r.get("mentioned"), list) and isinstance(r.get("hallucinated"), list) for r in rows
@@ -152,10 +161,11 @@ def _chair_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
     mentions = np.array([len(r["mentioned"]) for r in rows], dtype=np.float64)
     halluc = np.array([len(r["hallucinated"]) for r in rows], dtype=np.float64)
     any_halluc = halluc > 0
-    has_gt = all(isinstance(r.get("gt_objects"), list) for r in rows)
-    gt_n = np.array([len(r.get("gt_objects") or []) for r in rows], dtype=np.float64)
+    gts = [_gt_objects(r) for r in rows]
+    has_gt = all(gt is not None for gt in gts)
+    gt_n = np.array([len(gt or []) for gt in gts], dtype=np.float64)
     covered = np.array(
-        [len(set(r.get("gt_objects") or []) & set(r["mentioned"])) for r in rows], dtype=np.float64
+        [len(set(gt or []) & set(r["mentioned"])) for gt, r in zip(gts, rows, strict=True)], dtype=np.float64
     )
 
     def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
