@@ -116,6 +116,7 @@ class StageConfig:
     text_encoder: str = "llm_mean"  # vision_contrastive: llm_mean | small
     embed_dim: int = 64  # vision_contrastive: joint embedding width
     beta: float = 0.1  # dpo
+    nll_weight: float = 0.0  # dpo: weight of the chosen answers' per-token NLL added to the DPO loss (RPO)
     lora_rank: int | None = None  # dpo: LoRA on the LLM's attention projections (merged at the end)
     lora_alpha: float = 16.0
     checkpoint_every: int | None = None
@@ -156,7 +157,7 @@ class Recipe:
             "seed": self.seed,
             "tokenizer": dataclasses.asdict(self.tokenizer),
             "data": {k: dataclasses.asdict(v) for k, v in sorted(self.data.items())},
-            "stages": [dataclasses.asdict(s) for s in stages],
+            "stages": [_stage_fingerprint_fields(s) for s in stages],
         }
         if self.init is not None:  # added only when set, so fingerprints of other recipes are unchanged
             payload["init"] = {**dataclasses.asdict(self.init), "sha256": _file_sha256(self.init.weights)}
@@ -305,6 +306,19 @@ def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
     return out
 
 
+# Stage fields added after recipes had been trained: hashed only when set to something other than their
+# default, so that adding a field does not invalidate every finished stage checkpoint.
+_LATE_STAGE_FIELDS: dict[str, Any] = {"nll_weight": 0.0}
+
+
+def _stage_fingerprint_fields(stage: StageConfig) -> dict[str, Any]:
+    fields = dataclasses.asdict(stage)
+    for name, default in _LATE_STAGE_FIELDS.items():
+        if fields.get(name) == default:
+            fields.pop(name)
+    return fields
+
+
 def _parse_init(raw: Any, source: str, base: Path) -> InitSpec | None:
     where = f"{source}: init"
     if raw is None:
@@ -409,7 +423,7 @@ def _parse_stage(
         if not isinstance(scale, (int, float)) or scale <= 0:
             raise UserError(f"{where}.lr_scale.{component} must be a positive number")
     kwargs["lr_scale"] = {str(k): float(v) for k, v in scales.items()}
-    for key in ("lr", "weight_decay", "min_lr_ratio", "beta", "lora_alpha", "crop_p", "pos_weight"):
+    for key in ("lr", "weight_decay", "min_lr_ratio", "beta", "lora_alpha", "crop_p", "pos_weight", "nll_weight"):
         if key in kwargs:
             kwargs[key] = float(kwargs[key])
     if "grad_clip" in kwargs and kwargs["grad_clip"] is not None:
@@ -451,6 +465,10 @@ def _parse_stage(
     _choice(stage.lm_targets, ("all", "assistant"), f"{where}.lm_targets")
     if kind == "lm_pretrain" and set(train) - {"llm"}:
         raise UserError(f"{where}: lm_pretrain trains the LLM only (train: [llm])")
+    if stage.nll_weight and kind != "dpo":
+        raise UserError(f"{where}.nll_weight is only used by dpo stages")
+    if stage.nll_weight < 0:
+        raise UserError(f"{where}.nll_weight must be >= 0")
     if stage.lora_rank is not None:
         if kind != "dpo":
             raise UserError(f"{where}.lora_rank is only supported in dpo stages")

@@ -520,7 +520,19 @@ class StageObjective(nn.Module):
             loss, accuracy = dpo_loss(
                 logprobs[:half], logprobs[half:], ref[:half], ref[half:], self.stage.beta
             )
-            return loss, {"reward_accuracy": accuracy.detach()}
+            stats = {"reward_accuracy": accuracy.detach()}
+            if self.stage.nll_weight:
+                # RPO (Pang et al. 2024): DPO plus the chosen answers' per-token NLL, which keeps the
+                # policy from lowering the likelihood of both answers until its generations degenerate
+                tokens = torch.tensor(
+                    [sum(1 for t in labels[1:] if t != -100) for _, labels in batch.rows[:half]],
+                    dtype=logprobs.dtype,
+                    device=logprobs.device,
+                ).clamp(min=1)
+                nll = -(logprobs[:half] / tokens).mean()
+                loss = loss + self.stage.nll_weight * nll
+                stats["chosen_nll"] = nll.detach()
+            return loss, stats
         logits, labels = conversation_logits(self.model, batch.images, batch.rows)
         return _lm_loss(logits, labels), {}
 
