@@ -711,7 +711,7 @@ def _build_model(recipe: Recipe, tokenizer: Any) -> nn.Module:
     from vlmbench.modeling.vlm import VLM
 
     config = VLMConfig.from_dict(recipe.model, source=f"{recipe.source}: model")
-    config.name = recipe.name if config.name == "custom" else config.name
+    config.name = recipe.name  # an ablation of a preset is named after its recipe, not the preset
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = VLM(config, tokenizer)
