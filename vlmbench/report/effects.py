@@ -21,7 +21,6 @@ effect needs, or two runs evaluated on different question ids, is bad input (Use
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 from vlmbench.errors import UserError
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES, paired_bootstrap, paired_bootstrap_statistics
 from vlmbench.report.metricspec import finite
-from vlmbench.report.paired import match_rows, sample_stats
+from vlmbench.report.paired import gt_objects, id_examples, match_rows, question_id_problems, sample_stats
 from vlmbench.report.runs import Run, load_run
 
 Rows = list[dict[str, Any]]
@@ -146,9 +145,8 @@ def _task_rows(runs: Mapping[str, Run], name: str, task: str, effect: int) -> Ro
     return run.samples(task)
 
 
-def _examples(ids: set[str], limit: int = 3) -> str:
-    shown = sorted(ids)[:limit]
-    return ", ".join(shown) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+def _examples(ids: set[str]) -> str:
+    return id_examples(ids, 3)
 
 
 def _paired_rows(
@@ -157,19 +155,13 @@ def _paired_rows(
     """Rows of A and B aligned by question_id; different or repeated ids are a UserError."""
     rows_a = _task_rows(runs, name_a, task, effect)
     rows_b = _task_rows(runs, name_b, task, effect)
-    ids: dict[str, list[str]] = {}
-    for name, rows in ((name_a, rows_a), (name_b, rows_b)):
-        ids[name] = [str(r.get("question_id")) for r in rows]
-        dupes = {qid for qid, count in Counter(ids[name]).items() if count > 1}
-        if dupes:
-            raise UserError(f"task {task}: run {name} repeats question ids ({_examples(dupes)})")
-    set_a, set_b = set(ids[name_a]), set(ids[name_b])
-    if set_a != set_b:
-        parts = [
-            f"{len(only)} only in {who} ({_examples(only)})"
-            for who, only in ((name_a, set_a - set_b), (name_b, set_b - set_a))
-            if only
-        ]
+    repeated, only = question_id_problems(
+        {name: [str(r.get("question_id")) for r in rows] for name, rows in ((name_a, rows_a), (name_b, rows_b))}
+    )
+    for name, dupes in repeated.items():
+        raise UserError(f"task {task}: run {name} repeats question ids ({_examples(dupes)})")
+    if only:
+        parts = [f"{len(extra)} only in {who} ({_examples(extra)})" for who, extra in only.items()]
         raise UserError(
             f"task {task}: runs {name_a} and {name_b} have different question ids ({'; '.join(parts)}); "
             "they were evaluated on different data and cannot be paired"
@@ -259,8 +251,8 @@ def anls_scores(rows: Rows, who: str) -> list[float]:
 def _chair_statistic(rows: Rows, who: str) -> Statistic:
     """CHAIR_i and recall over resampled images, pooled as vlmbench.metrics.chair defines them.
 
-    Sample rows keep the ground-truth objects in ``references`` (the runner writes no ``gt_objects``),
-    so they are copied into ``gt_objects`` where that is missing.
+    Sample rows keep the ground-truth objects in ``references`` (the runner writes no ``gt_objects``);
+    `sample_stats` reads either. A row with neither counts as having no ground-truth objects.
     """
     prepared: Rows = []
     for row in rows:
@@ -269,10 +261,7 @@ def _chair_statistic(rows: Rows, who: str) -> Statistic:
                 f"{who}: chair row {row.get('question_id')!r} lacks the 'mentioned'/'hallucinated' lists; "
                 "rescore the run with this vlmbench version"
             )
-        gt = row.get("gt_objects")
-        if not isinstance(gt, list):
-            gt = row.get("references") if isinstance(row.get("references"), list) else []
-        prepared.append({**row, "gt_objects": [str(x) for x in gt]})
+        prepared.append(row if gt_objects(row) is not None else {**row, "gt_objects": []})
     stats = sample_stats("chair", prepared, [], "chair_i")
     return lambda idx: {k: v for k, v in stats.compute(idx).items() if k in ("chair_i", "recall")}
 

@@ -8,14 +8,19 @@ input (UserError), never a pass.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 from vlmbench.errors import UserError
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES
 from vlmbench.report.metricspec import fmt_number, fmt_p, headline_of
-from vlmbench.report.paired import MetricDelta, TaskComparison, compare_task
+from vlmbench.report.paired import (
+    MetricDelta,
+    TaskComparison,
+    compare_task,
+    id_examples,
+    question_id_problems,
+)
 from vlmbench.report.runs import Run, load_run
 
 _SHOW = 5
@@ -40,9 +45,7 @@ class CheckOutcome:
 
 
 def _examples(ids: set[str]) -> str:
-    shown = sorted(ids)[:_SHOW]
-    more = f" and {len(ids) - _SHOW} more" if len(ids) > _SHOW else ""
-    return ", ".join(shown) + more
+    return id_examples(ids, _SHOW)
 
 
 def ensure_comparable(baseline: Run, candidate: Run) -> None:
@@ -68,19 +71,16 @@ def ensure_comparable(baseline: Run, candidate: Run) -> None:
                 raise UserError(
                     f"{role} run {run.dir} has no samples/{task}.jsonl; `check` needs the per-sample outputs"
                 )
-        ids_a = [str(r.get("question_id")) for r in baseline.samples(task)]
-        ids_b = [str(r.get("question_id")) for r in candidate.samples(task)]
-        for ids, role in ((ids_a, "baseline"), (ids_b, "candidate")):
-            dupes = {qid for qid, count in Counter(ids).items() if count > 1}
-            if dupes:
-                raise UserError(f"task {task}: the {role} repeats question ids ({_examples(dupes)})")
-        set_a, set_b = set(ids_a), set(ids_b)
-        if set_a != set_b:
-            parts = []
-            if set_a - set_b:
-                parts.append(f"{len(set_a - set_b)} only in the baseline ({_examples(set_a - set_b)})")
-            if set_b - set_a:
-                parts.append(f"{len(set_b - set_a)} only in the candidate ({_examples(set_b - set_a)})")
+        repeated, only = question_id_problems(
+            {
+                "baseline": [str(r.get("question_id")) for r in baseline.samples(task)],
+                "candidate": [str(r.get("question_id")) for r in candidate.samples(task)],
+            }
+        )
+        for role, dupes in repeated.items():
+            raise UserError(f"task {task}: the {role} repeats question ids ({_examples(dupes)})")
+        if only:
+            parts = [f"{len(extra)} only in the {role} ({_examples(extra)})" for role, extra in only.items()]
             raise UserError(f"task {task}: the question ids differ: {'; '.join(parts)}")
 
 

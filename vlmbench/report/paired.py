@@ -9,6 +9,7 @@ a right/wrong outcome (POPE accuracy, CHAIR_s, exact match, ...) are tested with
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -144,7 +145,7 @@ def _pope_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
     return SampleStats(compute, binary)
 
 
-def _gt_objects(row: Mapping[str, Any]) -> list[str] | None:
+def gt_objects(row: Mapping[str, Any]) -> list[str] | None:
     """An image's ground-truth objects: `gt_objects` when a row has it, else `references` (where the
     runner's CHAIR sample logs keep them)."""
     for key in ("gt_objects", "references"):
@@ -161,7 +162,7 @@ def _chair_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
     mentions = np.array([len(r["mentioned"]) for r in rows], dtype=np.float64)
     halluc = np.array([len(r["hallucinated"]) for r in rows], dtype=np.float64)
     any_halluc = halluc > 0
-    gts = [_gt_objects(r) for r in rows]
+    gts = [gt_objects(r) for r in rows]
     has_gt = all(gt is not None for gt in gts)
     gt_n = np.array([len(gt or []) for gt in gts], dtype=np.float64)
     covered = np.array(
@@ -214,6 +215,27 @@ def sample_stats(
     elif task == "chair" or headline == "chair_i":
         special = _chair_stats(rows)
     return special if special is not None else _mean_stats(rows, metric_names, headline)
+
+
+def id_examples(ids: set[str], limit: int) -> str:
+    """Up to `limit` of `ids`, sorted, for an error message."""
+    shown = sorted(ids)[:limit]
+    return ", ".join(shown) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def question_id_problems(
+    ids: Mapping[str, Sequence[str]],
+) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
+    """For two runs' question ids (name → ids): the ids each repeats, and the ids only each has
+    (names without a problem are left out)."""
+    repeated = {
+        name: dupes
+        for name, values in ids.items()
+        if (dupes := {qid for qid, count in Counter(values).items() if count > 1})
+    }
+    (name_a, a), (name_b, b) = ((name, set(values)) for name, values in ids.items())
+    only = {name: extra for name, extra in ((name_a, a - b), (name_b, b - a)) if extra}
+    return repeated, only
 
 
 def match_rows(

@@ -413,7 +413,7 @@ class Collator:
         """Views and per-patch labels; the crops are a pure function of (seed, step) like the batches."""
         import numpy as np
 
-        from vlmbench.modeling.resolution import to_pixel_tensor, to_pixel_tensors
+        from vlmbench.modeling.resolution import to_pixel_tensor
         from vlmbench.modeling.vlm import PreparedImage
 
         assert self.regions is not None
@@ -426,13 +426,11 @@ class Collator:
             image = load_image(item.image)
             boxes = self.regions.of(item.image)
             if self.model.config.vision.kind == "native_vit":
-                prepared = self.model.prepare_image(image)
-                (pixels,) = to_pixel_tensors(
-                    [image.resize(prepared.plan.resized, resample=3)], cfg.image_mean, cfg.image_std
-                )
+                prepared = self.model.prepare_image(image)  # the image at its smart-resized size
+                (pixels,) = prepared.pixels
                 grid = (pixels.shape[1] // patch, pixels.shape[2] // patch)
                 scale = (pixels.shape[2] / image.width, pixels.shape[1] / image.height)
-                images.append(PreparedImage([pixels], prepared.plan))
+                images.append(prepared)
                 labels.append(patch_labels(boxes, (0, 0, image.width, image.height), scale, grid, patch, num_labels))
             else:
                 size = self.model.config.vision.image_size
