@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.metrics import score_task
+from vlmbench.metrics import SCORERS, score_task
 
 XSS = '</script><script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
@@ -27,12 +27,6 @@ _CONVENTIONS = {
     "docvqa": "ANLS with threshold 0.5, max over reference answers.",
     "chair": "CHAIR over the 80 COCO categories; lower is better.",
     "ocr": "Exact match after whitespace normalisation; CER clipped to 1.",
-}
-_HEADLINES = {
-    "pope": ("f1_mean_of_splits", True),
-    "docvqa": ("anls", True),
-    "chair": ("chair_i", False),
-    "ocr": ("exact_match", True),
 }
 
 
@@ -54,6 +48,11 @@ class RunSpec:
     fingerprint_suffix: str = ""
     synthetic: bool = True
     thumbnails: int = 6
+    # Realism knobs for size tests: questions asked per image (default: 12 images per task, cycled),
+    # thumbnail side in pixels (0: a tiny flat 48x36 picture) and text appended to every prompt.
+    questions_per_image: dict[str, float] = field(default_factory=dict)
+    thumbnail_px: int = 0
+    prompt_suffix: str = ""
     xss: bool = False
     created: str = "2025-01-15T10:00:00+00:00"
 
@@ -167,7 +166,8 @@ def _ocr(n: int, right: np.ndarray, xss: bool) -> tuple[list[dict[str, Any]], li
 _BUILDERS = {"pope": _pope, "docvqa": _docvqa, "chair": _chair, "ocr": _ocr}
 
 
-def _thumbnail(run_dir: Path, key: str) -> str:
+def _thumbnail(run_dir: Path, key: str, px: int = 0) -> str:
+    """The thumbnail for ``key``: the same bytes in every run directory, like the runner's."""
     from PIL import Image
 
     name = hashlib.sha1(key.encode()).hexdigest()[:16] + ".png"
@@ -175,24 +175,17 @@ def _thumbnail(run_dir: Path, key: str) -> str:
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha1(key.encode()).digest()
-        image = Image.new("RGB", (48, 36), (digest[0], digest[1], digest[2]))
-        image.paste((255 - digest[0], 200, digest[3]), (8, 8, 30, 26))
+        if px:  # blocky noise: compresses like the runner's 96 px scene thumbnails (about 2 KB)
+            rng = np.random.default_rng(int.from_bytes(digest[:4], "big"))
+            cells = rng.integers(0, 256, (px // 5, px // 5, 3), dtype=np.uint8)
+            image = Image.fromarray(cells).resize((px, px), Image.NEAREST)
+        else:
+            image = Image.new("RGB", (48, 36), (digest[0], digest[1], digest[2]))
+            image.paste((255 - digest[0], 200, digest[3]), (8, 8, 30, 26))
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         target.write_bytes(buffer.getvalue())
     return f"thumbnails/{name}"
-
-
-def _per_sample_score(task: str, fields: dict[str, Any]) -> tuple[float, bool | None]:
-    if task == "pope":
-        return float(bool(fields["correct"])), bool(fields["correct"])
-    if task == "chair":
-        clean = not fields["hallucinated"]
-        return float(clean), clean
-    if task == "docvqa":
-        return float(fields["anls"]), None
-    value = float(fields["exact_match"])
-    return value, value >= 1.0
 
 
 def write_run(root: Path, spec: RunSpec) -> Path:
@@ -208,14 +201,17 @@ def write_run(root: Path, spec: RunSpec) -> Path:
         lines = []
         for i, (row, more, fields) in enumerate(zip(rows, extra, scored["per_sample"], strict=True)):
             fields = {k: v for k, v in fields.items() if k != "question_id"}
-            score, correct = _per_sample_score(task, fields)
+            score, correct = SCORERS[task].outcome(fields)
             error = "simulated: CUDA out of memory" if task == "docvqa" and i == n - 1 else None
-            key = f"{task}-image-{i % 12}"
+            per_image = spec.questions_per_image.get(task)
+            key = f"{task}-image-{int(i // per_image) if per_image else i % 12}"
+            if spec.prompt_suffix:
+                more = {**more, "prompt": more["prompt"] + spec.prompt_suffix}
             lines.append(
                 {
                     "question_id": row["question_id"],
                     "image_key": key,
-                    "thumbnail": _thumbnail(run_dir, key) if i < spec.thumbnails else None,
+                    "thumbnail": _thumbnail(run_dir, key, spec.thumbnail_px) if i < spec.thumbnails else None,
                     "prediction": row["prediction"],
                     "score": score,
                     "correct": correct,
@@ -227,7 +223,7 @@ def write_run(root: Path, spec: RunSpec) -> Path:
         with open(run_dir / "samples" / f"{task}.jsonl", "w", encoding="utf-8") as handle:
             for line in lines:
                 handle.write(json.dumps(line, ensure_ascii=False, sort_keys=True) + "\n")
-        metric, higher = _HEADLINES[task]
+        metric, higher = SCORERS[task].headline()
         tasks[task] = {
             "metrics": scored["metrics"],
             "ci95": scored["ci95"],

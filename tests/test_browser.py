@@ -166,6 +166,33 @@ def test_report_sample_filters(built: dict[str, Path], opened: Opened) -> None:
     assert opened.errors == []
 
 
+def test_report_shows_each_sample_once_with_every_runs_answer(built: dict[str, Path], opened: Opened) -> None:
+    page = opened.page
+    page.goto(built["report"].as_uri())
+    groups = page.eval_on_selector_all(
+        "#sample-table tbody tr",
+        """trs => trs.reduce((acc, tr) => {
+            if (tr.classList.contains("item")) { acc.push({hidden: tr.hidden, rows: []}); }
+            else { acc[acc.length - 1].rows.push({run: tr.dataset.run, hidden: tr.hidden}); }
+            return acc;
+        }, [])""",
+    )
+    assert len(groups) == 4 * 12 and all([r["run"] for r in g["rows"]] == ["0", "1", "2"] for g in groups)
+    page.select_option("#filter-outcome", "wrong")
+    page.select_option("#filter-run", "2")
+    groups = page.eval_on_selector_all(
+        "#sample-table tbody tr",
+        """trs => trs.reduce((acc, tr) => {
+            if (tr.classList.contains("item")) { acc.push({hidden: tr.hidden, shown: 0}); }
+            else if (!tr.hidden) { acc[acc.length - 1].shown += 1; }
+            return acc;
+        }, [])""",
+    )
+    assert any(g["hidden"] for g in groups) and any(not g["hidden"] for g in groups)
+    assert all(g["hidden"] == (g["shown"] == 0) for g in groups)  # a sample shows while any answer does
+    assert opened.errors == []
+
+
 def _column(page: Page, key: str) -> list[str]:
     index = page.eval_on_selector_all(
         "#board-head th", f"ths => ths.findIndex(th => th.dataset.key === {key!r})"

@@ -158,3 +158,88 @@ def test_chair_recall_uses_the_references_the_runner_logs() -> None:
     values = stats.compute(np.arange(2)[None, :])
     assert values["recall"][0] == pytest.approx(2 / 3)
     assert values["chair_i"][0] == pytest.approx(1 / 3)
+
+
+def test_headline_direction_comes_from_the_scorer() -> None:
+    """A run recorded before the fix ranks ocr by cer with higher_is_better true: the scorer corrects it."""
+    from vlmbench.report.metricspec import Headline, direction, headline_of
+
+    old = {
+        "metrics": {"exact_match": 0.5, "cer": 0.2},
+        "headline": {"metric": "cer", "higher_is_better": True},
+    }
+    assert headline_of("ocr", old) == Headline("cer", False)
+    assert headline_of("ocr", {"metrics": {"exact_match": 0.5}}) == Headline("exact_match", True)
+    # another person's scorer, not importable here: what results.json records, and no crash
+    foreign = {
+        "scorer": "their_scorer.py:TheirScorer",
+        "metrics": {"mistakes": 0.1, "hits": 0.9},
+        "headline": {"metric": "mistakes", "higher_is_better": False},
+        "directions": {"mistakes": False, "hits": True},
+    }
+    assert headline_of("their_task", foreign) == Headline("mistakes", False)
+    assert direction("hits", None, foreign["directions"]) is True
+    assert direction("all.yes_ratio") is None and direction("cer") is False  # the built-in scorers' table
+
+
+def test_lower_is_better_primary_metric_gates_in_its_own_direction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ranking ocr by cer: a candidate with a higher cer regresses, one with a lower cer does not."""
+    base = write_run(tmp_path, RunSpec("ocr_base", tasks=("ocr",)))
+    worse = write_run(tmp_path, RunSpec("ocr_worse", tasks=("ocr",), quality={"ocr": 0.2}))
+    for run in (base, worse):
+        results = json.loads((run / "results.json").read_text())
+        results["tasks"]["ocr"]["headline"] = {
+            "metric": "cer",
+            "higher_is_better": True,
+        }  # as recorded before
+        (run / "results.json").write_text(json.dumps(results))
+    code, out, err = _check(capsys, base, worse)
+    assert code == 1 and "ocr cer" in err and "headline ↓" not in out
+    code, out, _ = _check(capsys, worse, base)
+    assert code == 0 and "headline ↓" in out
+
+
+def test_pope_auc_is_recomputed_from_the_logged_log_probs() -> None:
+    import numpy as np
+
+    from vlmbench.metrics import score_task
+    from vlmbench.report.paired import sample_stats
+
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(60):
+        answer = "yes" if i % 2 else "no"
+        margin = float(rng.normal(1.0 if answer == "yes" else -1.0))
+        rows.append(
+            {"question_id": str(i), "answer": answer, "category": ("random", "popular", "adversarial")[i % 3],
+             "prediction": "Yes" if margin > 0 else "No", "choice_logprobs": {"Yes": margin - 1.0, "No": -1.0}}
+        )  # fmt: skip
+    scored = score_task("pope", rows, n_resamples=50)
+    logged = [{**row, **fields} for row, fields in zip(rows, scored["per_sample"], strict=True)]
+    values = sample_stats("pope", logged, [], "f1_mean_of_splits").compute(np.arange(60)[None, :])
+    for group in ("random", "popular", "adversarial", "all"):
+        assert values[f"{group}.auc"][0] == pytest.approx(scored["metrics"][group]["auc"])
+    no_lp = [{k: v for k, v in row.items() if k != "choice_logprobs"} for row in logged]
+    assert "all.auc" not in sample_stats("pope", no_lp, [], "f1_mean_of_splits").compute(
+        np.arange(60)[None, :]
+    )
+
+
+def test_lmms_export_takes_directions_from_the_scorers(runs: dict[str, Path], tmp_path: Path) -> None:
+    import shutil
+
+    from vlmbench.interop.lmms import write_lmms_eval_results
+
+    run = tmp_path / "run"
+    shutil.copytree(runs["base"], run)
+    results = json.loads((run / "results.json").read_text())
+    results["config"]["tasks"] = {}  # the runner records a mapping here; the fixture a list
+    (run / "results.json").write_text(json.dumps(results))
+    doc = json.loads(write_lmms_eval_results(run, tmp_path / "out.json").read_text())
+    better = doc["higher_is_better"]
+    assert better["pope"]["pope_f1_score"] is True
+    assert better["pope"]["pope_yes_ratio"] is True  # neutral: written as lmms-eval's own POPE task does
+    assert better["ocr"]["cer"] is False and better["ocr"]["exact_match"] is True
+    assert better["chair"]["chair_i"] is False

@@ -271,11 +271,11 @@ def test_pixel_shuffle_loses_little(full: tuple[list[EffectRow], str], runs: dic
 
 
 def test_little_loss_verdict_rules() -> None:
-    assert little_loss_verdict((-0.04, 0.01)) == "appears (loses little)"
-    assert little_loss_verdict((-0.2, 0.1)).startswith("appears (loses little; CI wider")
-    assert little_loss_verdict((-0.3, -0.06)) == "loses a lot"
-    assert little_loss_verdict((0.02, 0.09)) == "reversed (gains)"
-    assert little_loss_verdict((-0.09, -0.02)).startswith("inconclusive")
+    assert little_loss_verdict((-0.04, 0.01), 0.05) == "appears (loses little)"
+    assert little_loss_verdict((-0.2, 0.1), 0.05).startswith("appears (loses little; CI wider")
+    assert little_loss_verdict((-0.3, -0.06), 0.05) == "loses a lot"
+    assert little_loss_verdict((0.02, 0.09), 0.05) == "reversed (gains)"
+    assert little_loss_verdict((-0.09, -0.02), 0.05).startswith("inconclusive")
 
 
 def test_dpo_lowers_chair(full: tuple[list[EffectRow], str], runs: dict[str, Path]) -> None:
@@ -377,3 +377,87 @@ def test_equal_splits_give_zero_difference() -> None:
     estimate = pope_split_difference(_pope_rows(_mostly_right), "t", seed=3, n_resamples=100)
     assert estimate is not None and np.isclose(estimate.delta, 0.0)
     assert estimate.ci[0] < 0.0 < estimate.ci[1]
+
+
+# --- studies ----------------------------------------------------------------------------------
+
+CUSTOM_STUDY = """
+title: Custom study
+effects:
+  - title: Next-style reads small fonts better
+    kind: pairs
+    baseline: old
+    candidates: [new]
+    metrics:
+      - task: docvqa
+        statistic: anls
+        label: ANLS
+        rows: {field: font_px, at_most: 12}
+        show_n: true
+        verdict: {rule: little_loss, margin: 0.5}
+"""
+
+
+def test_default_study_names_the_compared_presets() -> None:
+    from vlmbench.report.effects_study import load_study
+
+    study = load_study()
+    assert [e.heading for e in study.effects][0] == "1. Adversarial POPE below random"
+    assert len(study.effects) == 5
+    assert set(study.known_runs) == {
+        "llava-1.5-style", "llava-next-style", "internvl-style", "qwen2vl-style", "blip2-style",
+        "honeybee-style", "flamingo-style", "ablation-llava-pixel-shuffle", "ablation-llava-dynamic-tiles",
+        "ablation-no-dpo",
+    }
+
+
+def test_cli_runs_another_study(
+    runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    study = tmp_path / "study.yaml"
+    study.write_text(CUSTOM_STUDY, encoding="utf-8")
+    args = ["effects", "--resamples", "50", "--study", str(study),
+            "--run", f"old={runs['llava-1.5-style']}", "--run", f"new={runs['llava-next-style']}",
+            "--run", f"extra={runs['qwen2vl-style']}"]
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("## Custom study\n")
+    assert "pairs are matched by question_id.\n" in captured.out  # no within-run effect to mention
+    assert "| 1. Next-style reads small fonts better | new vs old | ANLS, font_px ≤ 12 (n=20) |" in captured.out
+    assert "'extra' is not one of the compared presets; it enters no effect" in captured.err
+    assert "'old'" not in captured.err
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.replace("kind: pairs", "kind: sideways"), r"effect 1: field 'kind': expected one of"),
+        (lambda s: s.replace("rule: little_loss, margin: 0.5", "rule: little_loss"),
+         r"effect 1, metric 1, verdict: missing field\(s\) margin"),
+        (lambda s: s.replace("margin: 0.5", "margin: -1"), r"field 'margin': expected a positive number"),
+        (lambda s: s.replace("statistic: anls", "statistic: accuracy"),
+         r"metric 1: field 'statistic': 'accuracy' on task 'docvqa' cannot be measured"),
+        (lambda s: s.replace("show_n: true", "show_n: 3"), r"field 'show_n': expected true or false"),
+        (lambda s: s.replace("candidates: [new]", "candidates: []"), r"field 'candidates': expected a non-empty"),
+        (lambda s: s.replace("baseline: old", "baseline: old\n    splits: {field: x, a: y, b: z}"),
+         r"effect 1: unknown field\(s\) splits"),
+        (lambda s: s.replace("rule: little_loss, margin: 0.5",
+                             "rule: sign, expected: lower, guard: {statistic: recall, at_most: -0.1}"),
+         r"guard statistic 'recall' is not a metric of this effect"),
+        (lambda s: s + "  - just a string\n", r"effect 2: expected a mapping, got str"),
+        (lambda s: "title: [unclosed", r"not valid YAML"),
+    ],
+)
+def test_bad_study_is_one_clear_error(tmp_path: Path, change: Callable[[str], str], message: str) -> None:
+    from vlmbench.report.effects_study import load_study
+
+    path = tmp_path / "study.yaml"
+    path.write_text(change(CUSTOM_STUDY), encoding="utf-8")
+    with pytest.raises(UserError, match=message) as info:
+        load_study(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_cli_missing_study_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["effects", "--study", str(tmp_path / "none.yaml"), "--run", f"a={tmp_path}"]) == 2
+    assert "none.yaml: no such file" in capsys.readouterr().err

@@ -327,7 +327,7 @@ def test_attention_implementation_choice(loaded, tiny_dirs) -> None:
 # ---- lmms-eval interop -----------------------------------------------------------------------
 def test_lmms_plugin_answers_lmms_eval_requests(loaded) -> None:
     from vlmbench.interop.lmms import VlmbenchLMM
-    from vlmbench.modeling.presets import LoadedModel
+    from vlmbench.modeling.loaded import LoadedModel
 
     hf = loaded["llava"]
     plugin = VlmbenchLMM(loaded=LoadedModel(hf, "hf:tiny", None, None, True), batch_size=2)
@@ -388,3 +388,108 @@ def test_pixel_fallback_path_gives_the_same_answers(family, loaded) -> None:
     assert all(v.features is None and v.shape[0] > 0 for v in visual)
     expected = cached.generate(None, prompts, max_new_tokens=6, visual=cached.encode([cached.prepare_image(i) for i in images]))
     assert fallback.generate(None, prompts, max_new_tokens=6, visual=visual) == expected
+
+
+# ---- the declared interface, inspect, several images per prompt ------------------------------
+def test_both_model_kinds_implement_the_eval_model_protocol(loaded) -> None:
+    from vlmbench.modeling.interface import EvalModel, protocol_mismatches
+    from vlmbench.modeling.resolve import load_model
+
+    own = load_model("llava-1.5-style").model
+    for model in (own, *loaded.values()):
+        assert isinstance(model, EvalModel), type(model)
+        assert protocol_mismatches(model) == [], type(model)
+
+    class OneImageOnly:  # the pre-interface prompt signature: caught by the signature check
+        device = torch.device("cpu")
+
+        def format_prompt(self, question):  # noqa: ANN001, ANN202
+            return question
+
+    mismatches = protocol_mismatches(OneImageOnly())
+    assert "format_prompt: no parameter 'n_images'" in mismatches and "generate: missing" in mismatches
+    assert not isinstance(OneImageOnly(), EvalModel)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_inspect_describes_hf_models(family, tiny_dirs, loaded, capsys) -> None:
+    width, height = 100, 45
+    assert main(["inspect", "--model", f"hf:{tiny_dirs[family]}", "--image-size", f"{width}x{height}"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"model", "image_size", "strategy", "resized", "grid", "tiles", "visual_tokens", "params"}
+    hf = loaded[family]
+    prepared = hf.prepare_image(make_image(width, height))
+    assert out["image_size"] == [width, height] and out["strategy"] == hf.resolution_summary()
+    assert out["tiles"] == len(prepared.plan.tile_sizes)
+    assert out["visual_tokens"] == hf.encode([prepared])[0].shape[0]
+    assert out["params"] == hf.parameter_counts()
+    expected = {  # what the tiny processors do to a 100x45 image (tile side 32; Qwen2-VL: 8 px patches)
+        "llava": ([32, 32], None), "blip2": ([32, 32], None),
+        "llava_next": ([64, 32], [2, 1]),  # pinpoint 64x32 (W x H): two tiles + the base view
+        "internvl": ([64, 32], [2, 1]),
+        "qwen2_vl": ([80, 32], None),  # max_pixels 64*64: scaled down to whole 2x2 merges of 8 px patches
+    }[family]
+    assert (out["resized"], out["grid"]) == expected
+    if family == "qwen2_vl":
+        assert out["visual_tokens"] == (80 // 16) * (32 // 16)  # one token per merged 16x16 block
+    if out["grid"]:
+        assert out["tiles"] == out["grid"][0] * out["grid"][1] + 1  # + base view / thumbnail
+
+
+def test_inspect_exits_2_for_a_family_it_cannot_describe(tiny_dirs, capsys, monkeypatch) -> None:
+    from vlmbench.modeling import hf
+    from vlmbench.modeling.hf_families import Generic
+
+    monkeypatch.setattr(hf, "family_for", lambda model_type: Generic())
+    assert main(["inspect", "--model", f"hf:{tiny_dirs['llava']}", "--image-size", "64x64"]) == 2
+    err = capsys.readouterr().err.strip()  # transformers' weight-loading progress bar, then the reason
+    assert "cannot describe the resolution strategy" in err.splitlines()[-1] and "Traceback" not in err
+
+
+TWO_IMAGE_QUESTIONS = [
+    "First image: <image>\nSecond image: <image>\nIs there a dog in both images?",
+    "Which image shows a car, the first or the second?",  # no markers: the images go first
+]
+
+
+@pytest.mark.parametrize("family", ["llava", "llava_next", "qwen2_vl", "internvl"])
+def test_two_image_prompts_equal_plain_transformers(family, loaded) -> None:
+    hf = loaded[family]
+    pairs = [[make_image(40, 50, seed=1), make_image(70, 36, seed=2)], [make_image(64, 64, seed=3), make_image(33, 90, seed=4)]]
+    prompts = [hf.format_prompt(q, n_images=2) for q in TWO_IMAGE_QUESTIONS]
+    visual = [hf.encode([hf.prepare_image(i) for i in pair]) for pair in pairs]
+    flat = [image for pair in pairs for image in pair]
+    ours = hf.generate(None, prompts, max_new_tokens=6, visual=visual)
+    assert ours == _reference(hf, flat, prompts, 6)
+    prepared = [[hf.prepare_image(i) for i in pair] for pair in pairs]
+    assert hf.generate(prepared, prompts, max_new_tokens=6) == ours  # the model encodes them itself
+    # the order of the images matters: swapping them is a different input
+    swapped = [hf.format_prompt(q, n_images=2) for q in TWO_IMAGE_QUESTIONS]
+    assert _reference(hf, [pairs[0][1], pairs[0][0]], swapped[:1], 6) == hf.generate(None, swapped[:1], max_new_tokens=6, visual=[visual[0][::-1]])
+    scores = hf.score_choices(None, prompts, ["first", "second"], visual=visual)
+    assert scores.shape == (2, 2) and torch.isfinite(scores).all()
+    with pytest.raises(ValueError, match="marker"):
+        hf.format_prompt("<image> only one marker", n_images=2)
+
+
+def test_blip2_takes_one_image_only(loaded) -> None:
+    blip = loaded["blip2"]
+    with pytest.raises(ValueError, match="one image only"):
+        blip.format_prompt("Is there a dog?", n_images=2)
+    visual = blip.encode([blip.prepare_image(make_image(40, 40, seed=s)) for s in (1, 2)])
+    with pytest.raises(ValueError, match="one image only"):
+        blip.generate(None, [blip.format_prompt("Is there a dog?")], max_new_tokens=2, visual=[visual])
+
+
+def test_lmms_plugin_passes_every_image_of_a_request(loaded) -> None:
+    from vlmbench.interop.lmms import VlmbenchLMM
+    from vlmbench.modeling.loaded import LoadedModel
+
+    hf = loaded["llava"]
+    plugin = VlmbenchLMM(loaded=LoadedModel(hf, "hf:tiny", None, None, True), batch_size=2)
+    pairs = [[make_image(40, 50, seed=1), make_image(60, 30, seed=2)], [make_image(30, 30, seed=3), make_image(50, 50, seed=4)]]
+    plugin.task_dict = {"blink": {"test": [{"images": pair} for pair in pairs]}}
+    context = "First: <image> Second: <image> Is there a dog in both images?"
+    gen = [SimpleNamespace(args=(context, {"max_new_tokens": 6}, lambda doc: doc["images"], i, "blink", "test")) for i in range(2)]
+    prompt = hf.format_prompt(context, n_images=2)
+    assert plugin.generate_until(gen) == _reference(hf, [image for pair in pairs for image in pair], [prompt, prompt], 6)

@@ -393,3 +393,150 @@ def test_score_task_registry() -> None:
     with pytest.raises(ValueError, match="unknown task"):
         score_task("mmmu", [])
     assert score_task("docvqa", [])["metrics"] == {"anls": 0.0}
+
+
+# ------------------------------------------------------- numbers pinned before the library switch
+# Recorded with the hand-written implementations (pure-Python binomial tail, erfc chi-square, the
+# numpy Levenshtein DP) on these inputs; scipy / rapidfuzz must reproduce them.
+
+
+def test_binomial_and_mcnemar_match_the_hand_written_tests() -> None:
+    cases = [(0, 1), (3, 10), (5, 10), (2, 24), (12, 24), (0, 0), (7, 20)]
+    recorded = [1.0, 0.34375, 1.0, 3.5881996154785156e-05, 1.0, 1.0, 0.26317596435546875]
+    assert [binomial_two_sided_p(k, n) for k, n in cases] == approx(recorded, rel=1e-12)
+    rng = np.random.default_rng(7)
+    a, b = rng.random(60) < 0.7, rng.random(60) < 0.6
+    assert mcnemar(a[:30], b[:30]) == approx(0.3876953125, rel=1e-12)  # exact branch
+    assert mcnemar(a, b) == approx(0.12365771040283349, rel=1e-12)  # chi-square branch
+    big_a, big_b = rng.random(400) < 0.7, rng.random(400) < 0.55
+    assert mcnemar(big_a, big_b) == approx(0.004286708238680489, rel=1e-12)
+
+
+def test_seeded_bootstrap_intervals_are_unchanged() -> None:
+    rng = np.random.default_rng(7)
+    rng.random(60), rng.random(60), rng.random(400), rng.random(400)  # same stream as when recorded
+    values = rng.random(50)
+    assert bootstrap_ci(values, seed=3, n_resamples=500) == (0.3846204415029457, 0.5420117173174663)
+    delta, ci, p = paired_bootstrap(values, values + rng.normal(0.05, 0.1, 50), seed=1, n_resamples=500)
+    assert (delta, ci, p) == (
+        0.06585785451348021,
+        (0.042945430620207184, 0.09037080438521225),
+        0.001996007984031936,
+    )
+
+
+def test_rapidfuzz_edit_distances_match_the_dp() -> None:
+    pairs = [("kitten", "sitting"), ("", "abc"), ("flaw", "lawn"), ("a" * 80 + "b", "b" + "a" * 79),
+             ("héllo wörld", "hello world"), ("x" * 100, "y" * 70)]  # fmt: skip
+    assert [levenshtein(x, y) for x, y in pairs] == [3, 3, 2, 2, 2, 100]
+    assert anls_score("The Quick brown", ["the quick brown fox", "x"]) == 0.7894736842105263
+    assert [cer("helo", ["hello"]), cer("", [""]), cer("abc", [""]), cer("x" * 30, ["ab"])] == [
+        0.2,
+        0.0,
+        1.0,
+        1.0,
+    ]
+
+
+def test_score_task_intervals_are_unchanged() -> None:
+    rows = [
+        {"question_id": i, "prediction": p, "answers": a}
+        for i, (p, a) in enumerate(
+            [
+                ("12", ["12.4"]),
+                ("cat", ["Cat"]),
+                ("1,000", ["1000"]),
+                ("5%", ["0.05"]),
+                ("two", ["2", "2", "two"]),
+            ]
+        )
+    ] * 4
+    result = score_task("chartqa", rows, seed=2, n_resamples=100)
+    assert result["metrics"] == {"relaxed_accuracy": 0.8}
+    assert result["ci95"] == {"relaxed_accuracy": [0.62375, 0.95]}
+
+
+# ------------------------------------------------------------------------------ scorers and AUC
+
+
+def test_pope_splits_have_one_definition() -> None:
+    import vlmbench.interop.lmms as lmms
+    import vlmbench.report.metricspec as metricspec
+    import vlmbench.tasks.pope as pope_task
+    from vlmbench.metrics import pope
+
+    assert metricspec.POPE_SPLITS is pope.POPE_SPLITS and pope_task.POPE_SPLITS is pope.POPE_SPLITS
+    assert set(lmms.LMMS_POPE_SPLIT_TASKS) == set(pope.POPE_SPLITS)
+
+
+def test_scorer_directions_and_headlines() -> None:
+    assert SCORERS["ocr"].headline("cer") == ("cer", False)  # the YAML may rank by a lower-is-better metric
+    assert SCORERS["ocr"].headline() == ("exact_match", True)
+    assert SCORERS["chair"].headline() == ("chair_i", False)
+    assert SCORERS["pope"].direction("random.yes_ratio") is None
+    assert SCORERS["pope"].direction("all.unknown") is False
+    with pytest.raises(ValueError, match="not a metric of the ocr scorer"):
+        SCORERS["ocr"].headline("anls")
+    with pytest.raises(ValueError, match="no better direction"):
+        SCORERS["pope"].headline("all.yes_ratio")
+    assert SCORERS["textvqa"].task_name == "textvqa" and SCORERS["vqav2"].task_name == "vqav2"
+
+
+def test_outcomes_are_the_scorers() -> None:
+    assert SCORERS["pope"].outcome({"correct": True}) == (1.0, True)
+    assert SCORERS["chair"].outcome({"hallucinated": ["dog"]}) == (0.0, False)
+    assert SCORERS["docvqa"].outcome({"anls": 0.7}) == (0.7, None)
+    assert SCORERS["ocr"].outcome({"exact_match": 1.0, "cer": 0.0}) == (1.0, True)
+    assert SCORERS["chartqa"].outcome({"relaxed_accuracy": 0.0}) == (0.0, False)
+
+
+def test_reference_validation_lives_in_the_scorers() -> None:
+    SCORERS["pope"].check_reference({"answer": "Yes", "category": "random"})
+    with pytest.raises(ValueError, match="yes' or 'no'"):
+        SCORERS["pope"].check_reference({"answer": "maybe", "category": "random"})
+    with pytest.raises(ValueError, match="unknown POPE split"):
+        SCORERS["pope"].check_reference({"answer": "no", "category": "odd"})
+    with pytest.raises(ValueError, match="not a COCO category"):
+        SCORERS["chair"].check_reference({"gt_objects": ["doggo"]})
+    with pytest.raises(ValueError, match="missing field 'answer'"):
+        SCORERS["docvqa"].check_reference({})
+
+
+def test_roc_auc_resampled_equals_sklearn() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from vlmbench.metrics.auc import roc_auc, roc_auc_resampled
+
+    rng = np.random.default_rng(0)
+    labels = rng.random(40) < 0.5
+    scores = np.round(rng.normal(size=40) + labels, 1)  # rounded: ties
+    idx = rng.integers(0, 40, size=(25, 40))
+    got = roc_auc_resampled(labels, scores, idx)
+    want = [roc_auc_score(labels[i], scores[i]) if 0 < labels[i].sum() < 40 else 0.0 for i in idx]
+    assert got == approx(want, abs=1e-12)
+    assert roc_auc_resampled(labels, scores, np.arange(40)[None, :])[0] == approx(roc_auc(labels, scores))
+    include = np.arange(40) < 20
+    subset = [roc_auc_score(labels[i[include[i]]], scores[i[include[i]]]) for i in idx[:5]]
+    assert roc_auc_resampled(labels, scores, idx[:5], include=include) == approx(subset, abs=1e-12)
+    assert roc_auc(np.ones(3, dtype=bool), np.zeros(3)) == 0.0  # one class: undefined, reported 0
+
+
+def test_pope_auc_only_with_log_probs() -> None:
+    rows = _pope_rows()
+    plain = score_task("pope", rows, n_resamples=50)
+    assert all("auc" not in plain["metrics"][s] for s in ("random", "adversarial", "all"))
+    with_lp = [
+        {**r, "choice_logprobs": {"Yes": -0.1 if r["answer"].lower() == "yes" else -2.0, "No": -1.0}}
+        for r in rows
+    ]
+    scored = score_task("pope", with_lp, n_resamples=50)
+    assert scored["metrics"]["all"]["auc"] == 1.0  # the margin separates the classes perfectly
+    assert len(scored["ci95"]["all"]["auc"]) == 2
+    # everything else is unchanged by the addition
+    strip = {
+        k: {m: v for m, v in s.items() if m != "auc"} if isinstance(s, dict) else s
+        for k, s in scored["metrics"].items()
+    }
+    assert strip == plain["metrics"]
+    partial = with_lp[:-1] + rows[-1:]  # one row without log-probs: no auc at all
+    assert "auc" not in score_task("pope", partial, n_resamples=50)["metrics"]["all"]

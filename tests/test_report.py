@@ -189,11 +189,16 @@ def test_leaderboard_site(runs: list[Path], tmp_path: Path) -> None:
         _assert_no_raw_payload(model_page)
         assert f'href="../reports/{r["slug"]}.html"' in model_page
         assert (site / r["report"]).is_file()
-    assert (site / row["report"]).read_text() == "<!doctype html><title>prebuilt</title>"  # copied as is
-    rendered = next(r for r in data["rows"] if r["run_name"] == "qformer-32")
-    assert "vlmbench report" in (site / rendered["report"]).read_text(
-        encoding="utf-8"
-    )  # rendered when missing
+    # A run's own report.html is foreign HTML: never republished, every report is rendered here.
+    for r in data["rows"]:
+        report = (site / r["report"]).read_text(encoding="utf-8")
+        assert "prebuilt" not in report and "vlmbench report" in report
+        _assert_no_raw_payload(report)
+        _assert_offline(report)
+        assert "data:image/png;base64," not in report  # thumbnails come from the shared folder
+        assert '<img src="../thumbs/' in report
+    thumbs = sorted(p.name for p in (site / "thumbs").iterdir())
+    assert thumbs and all(re.fullmatch(r"[0-9a-f]{16}\.png", name) for name in thumbs)
     # Rebuilding keeps every URL.
     build_leaderboard([root], site)
     assert [r["slug"] for r in json.loads((site / "data.json").read_text())["rows"]] == [
@@ -218,3 +223,29 @@ def test_thumbnails_stay_inside_the_run(runs: list[Path], tmp_path: Path) -> Non
     assert thumbnail_uri(runs[0], None) is None
     name = next((runs[0] / "thumbnails").iterdir()).name
     assert thumbnail_uri(runs[0], f"thumbnails/{name}").startswith("data:image/png;base64,")
+
+
+def test_thumbnails_are_checked_and_stored_once(runs: list[Path], tmp_path: Path) -> None:
+    from vlmbench.report.thumbnails import FolderThumbnails, InlineThumbnails
+
+    run = tmp_path / "run"
+    (run / "thumbnails").mkdir(parents=True)
+    (run / "thumbnails" / "fake.png").write_text("<script>alert(1)</script>")  # not a PNG inside
+    name = next((runs[0] / "thumbnails").iterdir()).name
+    real = (runs[0] / "thumbnails" / name).read_bytes()
+    (run / "thumbnails" / "a.png").write_bytes(real)
+    (run / "thumbnails" / "b.png").write_bytes(real)
+    inline = InlineThumbnails()
+    assert inline.add(run, "thumbnails/fake.png") is None
+    key = inline.add(run, "thumbnails/a.png")
+    assert key and inline.add(run, "thumbnails/b.png") == key and len(inline.urls) == 1  # same bytes
+    site = tmp_path / "site" / "thumbs"
+    site.mkdir(parents=True)
+    (site / ("0" * 16 + ".png")).write_bytes(real)  # left over from an earlier build
+    (site / "notes.txt").write_text("not ours")
+    folder = FolderThumbnails(site, "../thumbs/")
+    assert folder.add(run, "thumbnails/a.png") == key
+    assert folder.urls == {key: f"../thumbs/{key}.png"} and (site / f"{key}.png").read_bytes() == real
+    assert folder.add(runs[0], f"thumbnails/{name}") == key  # another run, same image: no new file
+    assert folder.prune() == ["0" * 16 + ".png"]
+    assert sorted(p.name for p in site.iterdir()) == sorted([f"{key}.png", "notes.txt"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -34,14 +35,29 @@ def _cli(args: list[str], cache: Path, **kw) -> subprocess.CompletedProcess:
 BASE = ["run", "--model", "llava-1.5-style", "--tasks", "pope", "--synthetic-n", "4", "--batch-size", "3", "--no-report"]
 
 
+def _two_gloo_processes(args: list[str], out: Path, cache: Path, port: int) -> Path:
+    """The run directory of `args` under torchrun with two CPU (gloo) processes."""
+    proc = subprocess.run(
+        [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port), "-m", "vlmbench",
+         *args, "--output-dir", str(out), "--run-name", "two"],
+        env=_env(cache), capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out / "two"
+
+
+def _single_process_run(root: Path, args: list[str]) -> tuple[Path, Path]:
+    """(run directory, data cache) of an uninterrupted single-process run named `ref` under `root`."""
+    cache = root / "cache"
+    proc = _cli([*args, "--output-dir", str(root / "runs"), "--run-name", "ref"], cache)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return root / "runs" / "ref", cache
+
+
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory) -> tuple[Path, Path]:
     """An uninterrupted single-process run that other tests compare with."""
-    root = tmp_path_factory.mktemp("ref")
-    cache = root / "cache"
-    proc = _cli([*BASE, "--output-dir", str(root / "runs"), "--run-name", "ref"], cache)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return root / "runs" / "ref", cache
+    return _single_process_run(tmp_path_factory.mktemp("ref"), BASE)
 
 
 def test_results_files_follow_the_contract(reference_run) -> None:
@@ -68,13 +84,7 @@ def test_results_files_follow_the_contract(reference_run) -> None:
 @pytest.mark.slow
 def test_two_gloo_processes_give_the_same_results(reference_run, tmp_path) -> None:
     ref_dir, cache = reference_run
-    proc = subprocess.run(
-        [PYTHON, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517", "-m", "vlmbench",
-         *BASE, "--output-dir", str(tmp_path), "--run-name", "two"],
-        env=_env(cache), capture_output=True, text=True, timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    two = tmp_path / "two"
+    two = _two_gloo_processes(BASE, tmp_path, cache, port=29517)
     assert sorted(p.name for p in (two / "logs").iterdir()) == ["pope.rank0.jsonl", "pope.rank1.jsonl"]
     a = json.loads((ref_dir / "results.json").read_text())["tasks"]["pope"]
     b = json.loads((two / "results.json").read_text())["tasks"]["pope"]
@@ -251,3 +261,52 @@ def test_a_dying_rank_fails_the_run_without_hanging_and_it_resumes(reference_run
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     rows = _samples(tmp_path / "dying", "pope")
     assert [r["prediction"] for r in rows] == [r["prediction"] for r in _samples(ref_dir, "pope")]
+
+
+# ---- multi-image samples: the two-image synthetic task ------------------------------------------
+PAIR = ["run", "--model", "llava-1.5-style", "--tasks", "pair_compare", "--synthetic-n", "10", "--batch-size", "3", "--no-report"]
+
+
+@pytest.fixture(scope="module")
+def pair_run(tmp_path_factory) -> tuple[Path, Path]:
+    return _single_process_run(tmp_path_factory.mktemp("pair"), PAIR)
+
+
+def test_two_image_task_runs_and_encodes_each_image_once(pair_run) -> None:
+    run_dir, _ = pair_run
+    results = json.loads((run_dir / "results.json").read_text())
+    task = results["tasks"]["pair_compare"]
+    assert task["n"] == 10 and task["errors"] == 0 and "accuracy" in task["metrics"]
+    rows = _samples(run_dir, "pair_compare")
+    assert all(len(r["image_keys"]) == 2 and r["image_keys"][0] == r["image_key"] for r in rows)
+    assert all(r["prediction"] and r["visual_tokens"] == sum(r["visual_tokens_each"]) for r in rows)
+    assert all(r["tiles"] == 2 and len(r["image_sizes"]) == 2 for r in rows)
+    distinct = {key for r in rows for key in r["image_keys"]}
+    assert len(distinct) < 2 * len(rows)  # scenes are shared between pairs ...
+    cache = results["throughput"]["feature_cache"]
+    assert cache["misses"] == len(distinct) and cache["hits"] == 2 * len(rows) - len(distinct)  # ... and encoded once
+    assert task["visual_tokens_per_image"] == {"mean": 64.0, "min": 64, "max": 64}  # per image, not per sample
+
+
+def test_two_image_task_resumes_per_sample(pair_run, tmp_path) -> None:
+    ref_dir, cache = pair_run
+    run_dir = tmp_path / "resumed"
+    shutil.copytree(ref_dir, run_dir)
+    log = run_dir / "logs" / "pair_compare.rank0.jsonl"
+    lines = log.read_text().splitlines(keepends=True)
+    log.write_text("".join(lines[:4]) + lines[4][:10])  # four answers kept, then a torn write
+    (run_dir / "results.json").unlink()
+    resumed = _cli([*PAIR, "--output-dir", str(tmp_path), "--run-name", "resumed", "--resume"], cache)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    throughput = json.loads((run_dir / "results.json").read_text())["throughput"]
+    assert throughput["samples_computed"] == 6
+    key = lambda r: (r["question_id"], r["prediction"])  # noqa: E731
+    assert list(map(key, _samples(run_dir, "pair_compare"))) == list(map(key, _samples(ref_dir, "pair_compare")))
+
+
+@pytest.mark.slow
+def test_two_image_task_two_gloo_processes_give_the_same_predictions(pair_run, tmp_path) -> None:
+    ref_dir, cache = pair_run
+    two = _two_gloo_processes(PAIR, tmp_path, cache, port=29521)
+    key = lambda r: (r["question_id"], r["prediction"], r["visual_tokens"])  # noqa: E731
+    assert sorted(map(key, _samples(two, "pair_compare"))) == sorted(map(key, _samples(ref_dir, "pair_compare")))

@@ -159,3 +159,22 @@ def test_score_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         ["score", "--task", "ocr", "--predictions", str(tmp_path / "nope.jsonl"), "--references", str(r)]
     )
     assert code == 2 and "nope.jsonl: file not found" in capsys.readouterr().err
+
+
+def test_pope_choice_logprobs_give_auc(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    refs = [{"question_id": i, "answer": "yes" if i % 2 else "no", "category": "random"} for i in range(6)]
+    preds = [
+        {"question_id": i, "prediction": "Yes", "choice_logprobs": {"Yes": -0.1 * (i % 2) - 1.0, "No": -1.2}}
+        for i in range(6)
+    ]
+    args = ["score", "--task", "pope", "--references", str(_write(tmp_path / "r.jsonl", refs))]
+    assert main([*args, "--predictions", str(_write(tmp_path / "p.jsonl", preds))]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["metrics"]["all"]["auc"] == 0.0  # yes rows have the lower margin here: fully inverted
+    assert out["metrics"]["random"]["auc"] == 0.0 and len(out["ci95"]["all"]["auc"]) == 2
+    plain = [{"question_id": p["question_id"], "prediction": p["prediction"]} for p in preds]
+    assert main([*args, "--predictions", str(_write(tmp_path / "q.jsonl", plain))]) == 0
+    assert "auc" not in json.loads(capsys.readouterr().out)["metrics"]["all"]
+    bad = [{**p, "choice_logprobs": {"Yes": "high"}} for p in preds]
+    assert main([*args, "--predictions", str(_write(tmp_path / "b.jsonl", bad))]) == 2
+    assert "'choice_logprobs' must map each choice to a number" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -19,7 +20,8 @@ from vlmbench.errors import UserError
 from vlmbench.tasks.base import SampleError, TaskAdapter, default_cache_dir
 from vlmbench.tasks.registry import default_tasks_dir, list_tasks, load_task, read_task_config
 
-TASKS = ("chair", "chartqa", "docvqa", "ocr", "pope", "textvqa", "vqav2")
+TASKS = ("chair", "chartqa", "docvqa", "ocr", "pope", "textvqa", "vqav2")  # one per public benchmark (and scorer)
+SYNTHETIC_ONLY = {"pair_compare": "vqav2"}  # task → the existing scorer it uses; no public release
 N_ROWS = 6
 
 
@@ -142,7 +144,10 @@ def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_task_yamls_parse_and_match_release_columns() -> None:
     configs = {c.name: c for c in list_tasks()}
-    assert tuple(configs) == TASKS
+    assert tuple(configs) == tuple(sorted((*TASKS, *SYNTHETIC_ONLY)))
+    for name, scorer in SYNTHETIC_ONLY.items():
+        config = configs.pop(name)
+        assert config.scorer == scorer and config.hf_dataset is None and name not in RELEASE_COLUMNS
     for name, config in configs.items():
         adapter = load_task(name)
         assert isinstance(adapter, TaskAdapter) and adapter.config == config
@@ -551,4 +556,53 @@ def test_tasks_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "choices" in pope and "f1_mean_of_splits" in pope and "synthetic (n=30" in pope
     assert main(["tasks", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert [t["name"] for t in listing] == list(TASKS)
+    assert [t["name"] for t in listing] == sorted((*TASKS, *SYNTHETIC_ONLY))
+
+
+# --- multi-image samples -----------------------------------------------------------------------------
+
+
+def test_two_image_task_samples_carry_both_images(tmp_path: Path) -> None:
+    """pair_compare: two images per sample, each scene in two pairs (so in two samples' key lists)."""
+    from vlmbench.data.synth.pairs import generate_pair_compare
+
+    adapter = load_task("pair_compare")
+    assert "image_2" in adapter.required_columns()
+    samples, info = adapter.load(cache_dir=tmp_path, synthetic_n=8)
+    assert info.synthetic and len(samples) == 8 and all("error" not in s.meta for s in samples)
+    for sample in samples:
+        assert len(sample.image_keys) == 2 and sample.image_keys[0] == sample.image_key
+        first, second = sample.load_images()
+        assert first.size == second.size == (128, 128) and first.tobytes() != second.tobytes()
+        assert sample.prompt.count("<image>") == 2
+        assert sample.references[0] in ({"first", "second"} if sample.meta["question_type"] == "which_image" else {"yes", "no"})
+    firsts, seconds = {s.image_keys[0] for s in samples}, {s.image_keys[1] for s in samples}
+    assert firsts & seconds  # a scene is the second image of one pair and the first of the next
+    again = generate_pair_compare(tmp_path / "again", seed=0, n=8)
+    assert again.read_bytes() == next((tmp_path / "data").glob("pair_compare-*/data/*.parquet")).read_bytes()
+
+
+def test_extra_images_role_reads_each_column_and_names_a_missing_one(tmp_path: Path) -> None:
+    import datasets
+
+    rows = release_rows("ocr")
+    table = {key: [row[key] for row in rows] for key in rows[0]}
+    second = [png((0, 0, 10 * i)) for i in range(N_ROWS)]
+    corrupt = b"not a png"
+    second[2] = corrupt
+    data = datasets.Dataset.from_dict({**table, "image": [{"bytes": b, "path": None} for b in table["image"]],
+                                       "image_b": [{"bytes": b, "path": None} for b in second]})
+    data = data.cast_column("image", datasets.Image()).cast_column("image_b", datasets.Image())
+    (tmp_path / "d" / "data").mkdir(parents=True)
+    data.to_parquet(str(tmp_path / "d" / "data" / "test-00000-of-00001.parquet"))
+    config = load_task("ocr").config
+    two = TaskAdapter(dataclasses.replace(config, columns={**config.columns, "extra_images": "image_b"}))
+    samples, _ = two.load(tmp_path / "d")
+    assert [s.images[1].image_bytes for s in samples] == second
+    assert all(len(set(s.image_keys)) == 2 for s in samples)
+    with pytest.raises(SampleError, match="cannot read image"):
+        samples[2].load_images()
+    assert samples[3].load_images()[1].getpixel((0, 0)) == (0, 0, 30)
+    missing = TaskAdapter(dataclasses.replace(config, columns={**config.columns, "extra_images": "image_c"}))
+    with pytest.raises(UserError, match="image_c"):
+        missing.load(tmp_path / "d")

@@ -284,6 +284,30 @@ def test_save_bfloat16_loads_as_float32(tmp_path: Path) -> None:
         assert torch.allclose(a, b, rtol=1e-2, atol=1e-2), name
 
 
+
+@pytest.mark.parametrize("preset", ["llava-1.5-style", "flamingo-style"])
+def test_training_and_evaluation_build_the_same_inputs(preset: str) -> None:
+    """A tokenised conversation (two images here) gives the training loss exactly the logits that
+    evaluation's forward gives for the same prompt and answer: one input builder for both."""
+    from tests.helpers import make_image
+    from vlmbench.modeling.presets import build_random, load_preset
+    from vlmbench.training.objectives import conversation_logits
+
+    model = build_random(load_preset(preset), seed=0).eval()
+    tok = model.tokenizer
+    images = [[model.prepare_image(make_image(64, 64, seed=s)) for s in range(2)]]
+    prompt = model.format_prompt("Same scene?", n_images=2)
+    ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    answer = [*tok("Yes", add_special_tokens=False)["input_ids"], tok.eos_token_id]
+    with torch.no_grad():
+        logits, labels = conversation_logits(model, images, [(ids + answer, [-100] * len(ids) + answer)])
+        expected = model(images, [prompt], ["Yes"])
+    assert torch.equal(logits, expected.logits)
+    assert int((labels != -100).sum()) == len(answer)
+    with pytest.raises(ValueError, match="prompt 0 holds 2"):
+        conversation_logits(model, [images[0][0]], [(ids + answer, [-100] * len(ids) + answer)])
+
+
 # ---- end to end ------------------------------------------------------------------------------
 
 
@@ -318,10 +342,10 @@ def test_tiny_recipe_end_to_end(full_run: dict[str, Path]) -> None:
 
 def test_each_stage_changes_exactly_its_trainable_components(full_run: dict[str, Path]) -> None:
     from vlmbench.modeling.tokenizer import load_tokenizer
-    from vlmbench.training.stages import _build_model
+    from vlmbench.training.model_io import build_model
 
     recipe = load_recipe(TINY)
-    initial = _build_model(recipe, load_tokenizer(full_run["work"] / "tokenizer")).state_dict()
+    initial = build_model(recipe, load_tokenizer(full_run["work"] / "tokenizer")).state_dict()
     previous = {k: v.clone() for k, v in initial.items()}
     stages = _stage_weights(full_run["work"])
     assert len(stages) == len(recipe.stages)
@@ -465,16 +489,16 @@ def test_tagging_loss_falls_and_separates_categories(tmp_path: Path) -> None:
 
 def test_init_loads_the_named_components_from_saved_weights(full_run: dict[str, Path], tmp_path: Path) -> None:
     from vlmbench.modeling.tokenizer import load_tokenizer
-    from vlmbench.training.stages import _build_model
+    from vlmbench.training.model_io import build_model
 
     weights = full_run["out"] / "model.safetensors"
     raw = yaml.safe_load(TINY.read_text())
     raw["init"] = {"weights": str(weights), "components": ["vision", "llm"]}
     recipe = parse_recipe(raw, source="init-test")
     tokenizer = load_tokenizer(full_run["out"] / "tokenizer")
-    model = _build_model(recipe, tokenizer)
+    model = build_model(recipe, tokenizer)
     saved = load_file(str(weights))
-    fresh = _build_model(load_recipe(TINY), tokenizer).state_dict()
+    fresh = build_model(load_recipe(TINY), tokenizer).state_dict()
     for key, value in model.state_dict().items():
         if key.split(".")[0] in ("vision", "llm") and key in saved:
             assert torch.equal(value, saved[key]), key
@@ -484,8 +508,8 @@ def test_init_loads_the_named_components_from_saved_weights(full_run: dict[str, 
 
     raw["init"]["weights"] = str(tmp_path / "absent.safetensors")
     with pytest.raises(UserError, match="does not exist"):
-        _build_model(parse_recipe(raw, source="init-test"), tokenizer)
+        build_model(parse_recipe(raw, source="init-test"), tokenizer)
     raw["init"] = {"weights": str(weights), "components": ["vision"]}
     raw["model"]["overrides"]["vision"]["hidden_size"] = 48
     with pytest.raises(UserError, match="same configuration"):
-        _build_model(parse_recipe(raw, source="init-test"), tokenizer)
+        build_model(parse_recipe(raw, source="init-test"), tokenizer)

@@ -42,13 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"vlmbench.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"vlmbench.commands.{name}":
-                continue  # command not built yet in this checkout
-            raise
-        module.register(subparsers)
+        importlib.import_module(f"vlmbench.commands.{name}").register(subparsers)
     return parser
 
 

@@ -1,8 +1,10 @@
 """`vlmbench effects`: do effects the VLM literature reports appear in finished demo runs?
 
 Prints a Markdown table (and writes it with --out): per effect and pair of runs, the two values, the
-difference with its 95% bootstrap interval and a verdict. Exit 0; exit 2 on a missing run directory,
-a run that lacks a task an effect needs, or runs evaluated on different question ids.
+difference with its 95% bootstrap interval and a verdict. The effects are a study file (default: the
+bundled five-effect study, vlmbench/report/effects_study.yaml; another with --study). Exit 0; exit 2
+on a missing run directory, a run that lacks a task an effect needs, runs evaluated on different
+question ids, or a malformed study file.
 """
 
 from __future__ import annotations
@@ -33,6 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="a finished run under its preset name, e.g. llava-1.5-style=runs/llava15 (repeatable)",
     )
     p.add_argument("--out", type=Path, metavar="FILE.md", help="also write the table to this file")
+    p.add_argument(
+        "--study",
+        type=Path,
+        metavar="FILE.yaml",
+        help="the effects to measure (default: the five literature effects; format in effects_study.yaml)",
+    )
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.set_defaults(handler=run)
@@ -40,16 +48,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vlmbench.errors import UserError
-    from vlmbench.report.effects import PRESETS, parse_run_specs, run_effects
+    from vlmbench.report.effects import parse_run_specs, run_effects, unknown_run_note
+    from vlmbench.report.effects_study import load_study
 
+    study = load_study(args.study)
     for name in parse_run_specs(args.runs):
-        if name not in PRESETS:
+        if name not in study.known_runs:
             print(
-                f"vlmbench effects: note: {name!r} is not one of the compared presets; "
-                "it only enters effect 1 (adversarial vs random POPE)",
+                f"vlmbench effects: note: {name!r} is not one of the compared presets; {unknown_run_note(study)}",
                 file=sys.stderr,
             )
-    _, table = run_effects(args.runs, seed=args.seed, n_resamples=args.resamples)
+    _, table = run_effects(args.runs, seed=args.seed, n_resamples=args.resamples, study=study)
     print(table, end="")
     if args.out is not None:
         try:

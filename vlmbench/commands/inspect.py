@@ -1,4 +1,8 @@
-"""`vlmbench inspect --model M --image-size WxH`: the token budget and layout a design gives one image."""
+"""`vlmbench inspect --model M --image-size WxH`: the token budget and layout a design gives one image.
+
+Works for every `EvalModel`: a preset or checkpoint (its resolution plan, no pixels touched) and an
+`hf:` model (what its processor does to a blank image of that size). A released family whose strategy
+vlmbench cannot describe exits 2 with the reason."""
 
 from __future__ import annotations
 
@@ -38,9 +42,9 @@ def _load_quiet(spec: str):
     """Weights do not matter for inspection: silence the random-weights warning."""
     import logging
 
-    from vlmbench.modeling.presets import load_model
+    from vlmbench.modeling.resolve import load_model
 
-    logger = logging.getLogger("vlmbench.modeling.presets")
+    logger = logging.getLogger("vlmbench.modeling.resolve")
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:

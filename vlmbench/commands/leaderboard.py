@@ -13,7 +13,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Find every results.json under the given paths (run directories or folders holding them) and write "
             "SITE_DIR/index.html (sortable, filterable; data inlined so it works from file://), data.json, "
-            "models/<slug>.html per run and reports/<slug>.html (the run's report, rendered when missing)."
+            "models/<slug>.html per run, reports/<slug>.html (each run's report, rendered here) and thumbs/ "
+            "(the sample thumbnails, each distinct image once)."
         ),
     )
     p.add_argument(
@@ -27,19 +28,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-samples",
         type=int,
-        default=100,
+        default=None,
         metavar="N",
-        help="sample browser cap for reports rendered here (runs without report.html; default 100)",
+        help="samples per task and run in the reports' sample browsers (default 40, which keeps the site small)",
     )
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vlmbench.errors import UserError
-    from vlmbench.report.leaderboard import build_leaderboard
+    from vlmbench.report.leaderboard import SITE_MAX_SAMPLES, build_leaderboard
 
-    if args.max_samples < 0:
-        raise UserError(f"--max-samples {args.max_samples} must be >= 0")
-    index = build_leaderboard(args.paths, args.out, max_samples_per_task=args.max_samples)
+    cap = SITE_MAX_SAMPLES if args.max_samples is None else args.max_samples
+    if cap < 0:
+        raise UserError(f"--max-samples {cap} must be >= 0")
+    index = build_leaderboard(args.paths, args.out, max_samples_per_task=cap)
     print(f"wrote {index}")
     return 0

@@ -1,9 +1,20 @@
-"""`vlmbench run`: the main job. Also runs under `torchrun --nproc-per-node N -m vlmbench run ...`."""
+"""`vlmbench run`: the main job. Also runs under `torchrun --nproc-per-node N -m vlmbench run ...`.
+
+The runner evaluates and writes the run directory; this command then renders its `report.html` (and
+the optional lmms-eval copy) on the main process. A report that fails to render is logged and leaves
+results.json and samples/ as they are, so `vlmbench report` can render it again later.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+from pathlib import Path
+
+log = logging.getLogger("vlmbench.run")
+
+REPORT_FILE = "report.html"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -55,13 +66,33 @@ def run(args: argparse.Namespace) -> int:
         answer_mode=args.answer_mode,
         feature_cache=not args.no_feature_cache,
         dist_timeout_s=args.dist_timeout,
-        report=not args.no_report,
         synthetic_n=args.synthetic_n,
         attn_implementation=args.attn_implementation,
     )
     run_dir = run_evaluation(opts)
-    if args.lmms_eval_output and int(os.environ.get("RANK", "0")) == 0:
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes files
+        return 0
+    if not args.no_report:
+        write_report(run_dir)
+    if args.lmms_eval_output:
         from vlmbench.interop.lmms import write_lmms_eval_results
 
         write_lmms_eval_results(run_dir, args.lmms_eval_output)
     return 0
+
+
+def write_report(run_dir: Path) -> Path | None:
+    """Render ``run_dir/report.html``; on failure log why and how to retry, and return None."""
+    from vlmbench.report.html import render_report
+
+    out = run_dir / REPORT_FILE
+    try:
+        render_report([run_dir], out)
+    except Exception as exc:  # noqa: BLE001 - the run's results are written; a report bug must not hide them
+        log.error(
+            "report.html was not rendered (%s: %s); the results are in %s. Retry with "
+            "`vlmbench report %s --out %s`",
+            type(exc).__name__, exc, run_dir, run_dir, out,
+        )
+        return None
+    return out

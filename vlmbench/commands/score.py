@@ -3,13 +3,17 @@
 Inputs (JSON Lines, one object per line, blank lines ignored):
 
 * predictions: ``{"question_id", "prediction"}`` -- ``prediction`` a string (``""`` is a valid,
-  scored answer: POPE "unknown", 0 elsewhere);
+  scored answer: POPE "unknown", 0 elsewhere); optionally ``choice_logprobs`` (``{"Yes": lp, "No": lp}``),
+  which gives POPE its ``auc`` when every prediction has them;
 * references: ``{"question_id", "answer"}`` or ``{"question_id", "answers": [...]}``, plus
   ``category`` (random/popular/adversarial) for POPE; for CHAIR ``gt_objects`` (COCO category
   names) and no answer.
 
-Question ids are strings or integers and are matched as strings. Every reference needs exactly
-one prediction and every prediction a reference. Output: ``{"task", "n", "metrics", "ci95"}``.
+``--task`` is a built-in scorer name, or the name of a task YAML in the tasks directory
+(``$VLMBENCH_TASKS_DIR``), whose ``scorer`` may name a scorer class of its own; the scorer also
+validates the reference rows. Question ids are strings or integers and are matched as strings. Every
+reference needs exactly one prediction and every prediction a reference. Output:
+``{"task", "n", "metrics", "ci95"}``.
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import json
 from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlmbench.errors import UserError
+from vlmbench.jsonl import read_numbered_rows
+
+if TYPE_CHECKING:
+    from vlmbench.metrics.scorer import Scorer
 
 _SHOW = 5  # how many offending ids an error message lists
 
@@ -36,7 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             '{"task", "n", "metrics", "ci95"} as JSON.'
         ),
     )
-    p.add_argument("--task", required=True, help="pope, docvqa, textvqa, vqav2, chartqa, ocr or chair")
+    p.add_argument(
+        "--task",
+        required=True,
+        help="pope, docvqa, textvqa, vqav2, chartqa, ocr, chair, or a task YAML's name in the tasks directory",
+    )
     p.add_argument("--predictions", required=True, type=Path, metavar="P.jsonl", help="model predictions")
     p.add_argument("--references", required=True, type=Path, metavar="R.jsonl", help="reference answers")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed for the ci95 intervals (default 0)")
@@ -44,57 +56,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlmbench.metrics import TASKS, score_task
-
     task = args.task
-    if task not in TASKS:
-        raise UserError(f"unknown task {task!r}; choose one of: {', '.join(TASKS)}")
-    references = _read_jsonl(args.references)
-    predictions = _read_jsonl(args.predictions)
+    scorer = _scorer_for(task)
+    references = read_numbered_rows(args.references)
+    predictions = read_numbered_rows(args.predictions)
     if not references:
         raise UserError(f"{args.references}: no reference rows; the file is empty")
 
-    ref_rows = _index(args.references, references, partial(_check_reference, task))
+    ref_rows = _index(args.references, references, partial(_check_reference, scorer))
     pred_rows = _index(args.predictions, predictions, _check_prediction)
     _check_pairing(args.predictions, args.references, pred_rows, ref_rows)
 
-    rows = [{**ref, "prediction": pred_rows[key][1]["prediction"]} for key, (_, ref) in ref_rows.items()]
+    rows = [{**ref, **_prediction_fields(pred_rows[key][1])} for key, (_, ref) in ref_rows.items()]
     try:
-        result = score_task(task, rows, seed=args.seed)
+        result = scorer.score(rows, seed=args.seed)
     except ValueError as exc:  # validation above should have caught it; still a bad-input error
         raise UserError(f"{args.references}: {exc}") from exc
-    output = {key: result[key] for key in ("task", "n", "metrics", "ci95")}
+    output = {"task": task, **{key: result[key] for key in ("n", "metrics", "ci95")}}
     print(json.dumps(output, indent=2))
     return 0
 
 
 # ------------------------------------------------------------------------------------------- I/O
-
-
-def _read_jsonl(path: Path) -> list[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each non-blank line; UserError naming file and line otherwise."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise UserError(f"{path}: file not found") from exc
-    except IsADirectoryError as exc:
-        raise UserError(f"{path}: is a directory, expected a .jsonl file") from exc
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise UserError(
-                f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno})"
-            ) from exc
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {number}: expected a JSON object, got {type(row).__name__}")
-        rows.append((number, row))
-    return rows
 
 
 def _index(
@@ -126,6 +109,14 @@ def _question_id(path: Path, number: int, row: Mapping[str, Any]) -> str:
 # ------------------------------------------------------------------------------------ validation
 
 
+def _prediction_fields(row: Mapping[str, Any]) -> dict[str, Any]:
+    """What the scorer reads from a prediction row: ``prediction``, and ``choice_logprobs`` when given."""
+    fields = {"prediction": row["prediction"]}
+    if "choice_logprobs" in row:
+        fields["choice_logprobs"] = row["choice_logprobs"]
+    return fields
+
+
 def _check_prediction(path: Path, number: int, row: Mapping[str, Any]) -> None:
     if "prediction" not in row:
         raise UserError(f"{path} line {number}: missing field 'prediction'")
@@ -134,50 +125,43 @@ def _check_prediction(path: Path, number: int, row: Mapping[str, Any]) -> None:
             f"{path} line {number}: 'prediction' must be a string (use \"\" for an empty answer), "
             f"got {row['prediction']!r}"
         )
+    logprobs = row.get("choice_logprobs")
+    if "choice_logprobs" in row and not (
+        isinstance(logprobs, dict) and all(_is_number(v) for v in logprobs.values())
+    ):
+        raise UserError(
+            f"{path} line {number}: 'choice_logprobs' must map each choice to a number, got {logprobs!r}"
+        )
 
 
-def _is_text(value: Any) -> bool:
-    return isinstance(value, (str, int, float)) and not isinstance(value, bool)
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_reference(task: str, path: Path, number: int, row: Mapping[str, Any]) -> None:
-    where = f"{path} line {number}"
-    if task == "chair":
-        from vlmbench.metrics.chair import check_categories
+def _scorer_for(task: str) -> Scorer:
+    """A built-in scorer by name, else the scorer of the task YAML of that name."""
+    from vlmbench.metrics import SCORERS, resolve_scorer
+    from vlmbench.tasks.registry import read_task_config, task_files
 
-        objects = row.get("gt_objects")
-        if objects is None:
-            raise UserError(f"{where}: missing field 'gt_objects' (list of COCO category names) for chair")
-        if not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
-            raise UserError(f"{where}: 'gt_objects' must be a list of strings, got {objects!r}")
-        try:
-            check_categories(objects)
-        except ValueError as exc:
-            raise UserError(f"{where}: {exc}") from exc
-        return
+    if task in SCORERS:
+        return SCORERS[task]
+    try:
+        files = task_files()
+    except UserError:
+        files = {}
+    if task not in files:
+        names = [*SCORERS, *(name for name in files if name not in SCORERS)]
+        raise UserError(f"unknown task {task!r}; choose one of: {', '.join(names)}")
+    path = files[task]
+    config = read_task_config(path)
+    return resolve_scorer(config.scorer, base_dir=path.parent, source=str(path))
 
-    if "answers" in row:
-        answers = row["answers"]
-        if not isinstance(answers, list) or not answers or not all(_is_text(a) for a in answers):
-            raise UserError(f"{where}: 'answers' must be a non-empty list of strings, got {answers!r}")
-    elif "answer" in row:
-        if not _is_text(row["answer"]):
-            raise UserError(f"{where}: 'answer' must be a string, got {row['answer']!r}")
-        answers = [row["answer"]]
-    else:
-        raise UserError(f"{where}: missing field 'answer' (or 'answers')")
 
-    if task == "pope":
-        from vlmbench.metrics.pope import POPE_SPLITS
-
-        if len(answers) != 1 or str(answers[0]).strip().lower() not in ("yes", "no"):
-            raise UserError(f"{where}: a POPE answer must be 'yes' or 'no', got {answers!r}")
-        if "category" not in row:
-            raise UserError(f"{where}: missing field 'category' (the POPE split: {', '.join(POPE_SPLITS)})")
-        if row["category"] not in POPE_SPLITS:
-            raise UserError(
-                f"{where}: unknown POPE split {row['category']!r}; expected one of {', '.join(POPE_SPLITS)}"
-            )
+def _check_reference(scorer: Scorer, path: Path, number: int, row: Mapping[str, Any]) -> None:
+    try:
+        scorer.check_reference(row)
+    except ValueError as exc:
+        raise UserError(f"{path} line {number}: {exc}") from exc
 
 
 def _check_pairing(

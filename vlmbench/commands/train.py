@@ -41,8 +41,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vlmbench.errors import UserError
+    from vlmbench.training.loop import TrainControl, TrainingInterrupted, train
     from vlmbench.training.recipe import load_recipe
-    from vlmbench.training.stages import TrainControl, TrainingInterrupted, train
 
     overrides = {}
     if args.out is not None:

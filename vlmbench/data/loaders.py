@@ -36,13 +36,19 @@ from vlmbench.errors import UserError
 if TYPE_CHECKING:
     import datasets
 
-    from vlmbench.tasks.base import TaskConfig
+    from vlmbench.tasks.config import TaskConfig
 
 logger = logging.getLogger(__name__)
 
 DATA_SUFFIXES: tuple[str, ...] = (".parquet", ".arrow")
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})")
 _PREFERRED_GROUPS: tuple[str, ...] = ("data", "default")
+
+
+def default_cache_dir() -> Path:
+    """Where vlmbench keeps generated data and other caches: ``$VLMBENCH_CACHE`` or ``~/.cache/vlmbench``."""
+    env = os.environ.get("VLMBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "vlmbench"
 
 
 @dataclass
@@ -317,13 +323,8 @@ def ensure_synthetic(task: str, cache_dir: Path, seed: int, n: int) -> Path:
     if final.is_dir():
         _warn_if_stale(final)
         return final
-    try:
-        from vlmbench.data.synth import generate
-    except ImportError as exc:
-        raise UserError(
-            f"task '{task}' has no data: not in the Hugging Face cache and the synthetic generators are "
-            f"unavailable ({exc}); pass --data-dir"
-        ) from exc
+    from vlmbench.data.synth import generate  # looked up per call: tests substitute the generator
+
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
@@ -343,10 +344,8 @@ def ensure_synthetic(task: str, cache_dir: Path, seed: int, n: int) -> Path:
 
 def _warn_if_stale(directory: Path) -> None:
     """Say so when a cached synthetic set was written by another generator version."""
-    try:
-        from vlmbench.data.synth.common import GENERATOR_VERSION
-    except ImportError:
-        return
+    from vlmbench.data.synth.common import GENERATOR_VERSION  # imports PIL: only for a cached set
+
     made_by = read_meta(directory).get("generator_version")
     if made_by is not None and str(made_by) != str(GENERATOR_VERSION):
         logger.warning(
@@ -376,8 +375,6 @@ def resolve_source(
     required_columns: Sequence[str] = (),
 ) -> ReleaseTable:
     """Open the task's data: ``data_dir``, else the HF cache, else the (generated) synthetic set."""
-    from vlmbench.tasks.base import default_cache_dir
-
     expected = _expected(config, required_columns or list(config.columns.values()))
     image_column = config.columns.get("image", "image")
     if data_dir is not None:

@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.errors import UserError
+from vlmbench.jsonl import read_rows
+from vlmbench.modeling.interface import IMAGE_MARKER, EvalModel
+from vlmbench.report.metricspec import direction, flatten, scorer_of
 
 try:  # optional: lmms-eval pulls its own torch/CUDA stack, so it is never a requirement
     from lmms_eval.api.model import lmms as _LmmsBase
@@ -59,9 +62,9 @@ LMMS_TASKS: dict[str, tuple[str, dict[str, str]]] = {
     "vqav2": ("vqav2_val", {"accuracy": "exact_match"}),
     "chartqa": ("chartqa", {"relaxed_accuracy": "relaxed_overall"}),
 }
-POPE_SPLITS = {"random": "pope_random", "popular": "pope_pop", "adversarial": "pope_adv"}
-_SPLIT_OF_TASK = {task: split for split, task in POPE_SPLITS.items()}
-LOWER_IS_BETTER = ("cer", "chair_i", "chair_s", "unknown", "yes_ratio")
+# lmms-eval's task name for each POPE split (the splits themselves: vlmbench.metrics.pope.POPE_SPLITS)
+LMMS_POPE_SPLIT_TASKS = {"random": "pope_random", "popular": "pope_pop", "adversarial": "pope_adv"}
+_SPLIT_OF_TASK = {task: split for split, task in LMMS_POPE_SPLIT_TASKS.items()}
 
 
 def model_manifest() -> Any:
@@ -75,9 +78,11 @@ def model_manifest() -> Any:
 class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
     """lmms-eval model over a vlmbench model: `generate_until` and `loglikelihood` (simple-model args).
 
-    Each request's first image goes through the model's own `prepare_image` / `encode`, the lmms-eval
-    context (its `<image>` markers removed) becomes the question of the model's `format_prompt`, and
-    generation stops at the task's `until` strings."""
+    The model is used through `EvalModel` only. Each request's images go through the model's own
+    `prepare_image` / `encode`; the lmms-eval context becomes the question of the model's
+    `format_prompt` — with several images, its `<image>` markers kept where the images go when there
+    is one per image; otherwise removed and the images come first — and generation stops at the
+    task's `until` strings."""
 
     is_simple = True
 
@@ -97,7 +102,7 @@ class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
         if not hasattr(self, "task_dict"):
             self.task_dict: dict[str, Any] = {}
         if loaded is None:
-            from vlmbench.modeling.presets import load_model
+            from vlmbench.modeling.resolve import load_model
             from vlmbench.runner.run import _dtype
 
             loaded = load_model(
@@ -105,7 +110,7 @@ class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
                 attn_implementation=attn_implementation,
             )
         self.loaded = loaded
-        self.vlm = loaded.model
+        self.vlm: EvalModel = loaded.model
         self.model_name = loaded.name
         self.batch_size_per_gpu = max(1, int(batch_size))
 
@@ -114,21 +119,27 @@ class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
     def batch_size(self) -> int:
         return self.batch_size_per_gpu
 
-    def _doc_visual(self, doc_to_visual: Callable[[Any], Any], doc_id: Any, task: str, split: str) -> Any:
+    def _doc_visual(self, doc_to_visual: Callable[[Any], Any], doc_id: Any, task: str, split: str) -> list[Any]:
+        """The request's images (RGB), in the order lmms-eval gives them."""
         doc = self.task_dict[task][split][doc_id]
         visuals = doc_to_visual(doc) if doc_to_visual is not None else []
         visuals = [v for v in (visuals or []) if v is not None]
         if not visuals:
-            raise UserError(f"lmms-eval task {task} doc {doc_id} has no image; vlmbench models need one image")
-        image = visuals[0]
-        return image.convert("RGB") if hasattr(image, "convert") else image
+            raise UserError(f"lmms-eval task {task} doc {doc_id} has no image; vlmbench models need at least one")
+        return [image.convert("RGB") if hasattr(image, "convert") else image for image in visuals]
 
-    def _prompt(self, context: str) -> str:
+    def _prompt(self, context: str, n_images: int) -> str:
+        if n_images > 1 and context.count(IMAGE_MARKER) == n_images:  # interleaved: keep the images' places
+            return self.vlm.format_prompt(context.strip(), n_images=n_images)
         question = re.sub(r"\s*<image>\s*", " ", context).strip()
-        return self.vlm.format_prompt(question)
+        return self.vlm.format_prompt(question, n_images=n_images)
 
-    def _visual(self, image: Any) -> Any:
-        return self.vlm.encode([self.vlm.prepare_image(image)])[0]
+    def _request(self, args: Sequence[Any]) -> tuple[str, Any]:
+        """(the model's prompt, its visual input: one image's tokens, or a list for several images)."""
+        context, _, doc_to_visual, doc_id, task, split = args
+        images = self._doc_visual(doc_to_visual, doc_id, task, split)
+        visual = self.vlm.encode([self.vlm.prepare_image(image) for image in images])
+        return self._prompt(context, len(images)), visual[0] if len(visual) == 1 else visual
 
     def generate_until(self, requests: Sequence[Any]) -> list[str]:
         """Greedy answers; requests are batched `batch_size` at a time when their settings agree."""
@@ -146,9 +157,9 @@ class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
                 until = (until,) if isinstance(until, str) else tuple(until)
                 prompts, visual = [], []
                 for index in members:
-                    context, _, doc_to_visual, doc_id, task, split = requests[index].args
-                    prompts.append(self._prompt(context))
-                    visual.append(self._visual(self._doc_visual(doc_to_visual, doc_id, task, split)))
+                    prompt, vis = self._request(requests[index].args)
+                    prompts.append(prompt)
+                    visual.append(vis)
                 texts = self.vlm.generate(
                     None, prompts, max_new_tokens=int(gen_kwargs.get("max_new_tokens", 32)), stop=until, visual=visual
                 )
@@ -160,20 +171,28 @@ class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
         """(log p(continuation | image, context), whether greedy decoding produces the continuation)."""
         results: list[tuple[float, bool]] = []
         for request in requests:
-            context, doc_to_target, doc_to_visual, doc_id, task, split = request.args
+            _, doc_to_target, _, doc_id, task, split = request.args
             doc = self.task_dict[task][split][doc_id]
             target = doc_to_target(doc) if callable(doc_to_target) else doc_to_target
             target = str(target[0] if isinstance(target, (list, tuple)) else target).strip()
-            visual = [self._visual(self._doc_visual(doc_to_visual, doc_id, task, split))]
-            prompt = self._prompt(context)
-            logprob = float(self.vlm.score_choices(None, [prompt], [target], visual=visual)[0, 0])
-            budget = max(1, len(self.vlm.tokenizer(target, add_special_tokens=False)["input_ids"]))
-            greedy = self.vlm.generate(None, [prompt], max_new_tokens=budget, visual=visual)[0]
-            results.append((logprob, greedy.strip() == target))
+            prompt, vis = self._request(request.args)
+            logprob = float(self.vlm.score_choices(None, [prompt], [target], visual=[vis])[0, 0])
+            # a token is at least one character: len(target) new tokens always cover the target
+            greedy = self.vlm.generate(None, [prompt], max_new_tokens=max(1, len(target)), visual=[vis])[0]
+            results.append((logprob, _starts_with_word(greedy.strip(), target)))
         return results
 
     def generate_until_multi_round(self, requests: Sequence[Any]) -> list[str]:
         raise NotImplementedError("vlmbench models answer single-turn questions; multi-round tasks are not supported")
+
+
+def _starts_with_word(text: str, target: str) -> bool:
+    """`text` is `target`, or begins with it followed by a non-word character (greedy decoding
+    produced the target and then went on)."""
+    if not text.startswith(target):
+        return False
+    rest = text[len(target) :]
+    return not rest or not (rest[0].isalnum() or rest[0] == "_")
 
 
 # ---- results in lmms-eval's layout -----------------------------------------------------------
@@ -184,17 +203,6 @@ def _lookup(metrics: dict[str, Any], dotted: str) -> Any:
             return None
         value = value[part]
     return value
-
-
-def _flat(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
 
 
 def _stderr(ci: Any) -> float | str:
@@ -213,10 +221,10 @@ def _task_entries(name: str, task: dict[str, Any]) -> list[tuple[str, dict[str, 
     lmms_name, table = LMMS_TASKS.get(name, (name, {}))
     metrics, ci = task.get("metrics", {}), task.get("ci95", {})
     if not table:
-        table = {path: path.replace(".", "_") for path in _flat(metrics)}
+        table = {path: path.replace(".", "_") for path in flatten(metrics)}
     entries = [(lmms_name, table, metrics, ci)]
     if name == "pope":
-        for split, split_task in POPE_SPLITS.items():
+        for split, split_task in LMMS_POPE_SPLIT_TASKS.items():
             if isinstance(metrics.get(split), dict):
                 split_table = {
                     f"{split}.{key}": their for key, their in
@@ -302,6 +310,7 @@ def write_lmms_eval_results(run_dir: str | Path, out_path: str | Path) -> Path:
         tcfg = task_cfgs.get(name, {})
         rows = _read_samples(run_dir / "samples" / f"{name}.jsonl")
         entries = _task_entries(name, task)
+        scorer = scorer_of(name, task)
         if len(entries) > 1:
             doc["group_subtasks"][entries[0][0]] = [e[0] for e in entries[1:]]
         for lmms_name, table, metrics, ci in entries:
@@ -313,7 +322,9 @@ def write_lmms_eval_results(run_dir: str | Path, out_path: str | Path) -> Path:
                     continue
                 block[f"{their},none"] = value
                 block[f"{their}_stderr,none"] = _stderr(_ci_for(ci, path))
-                better[their] = not any(path.endswith(k) for k in LOWER_IS_BETTER)
+                # lmms-eval needs a bool: a metric with no better direction (POPE's yes_ratio) is
+                # written as lmms-eval's own POPE task writes it, higher_is_better: true
+                better[their] = direction(path, scorer, task.get("directions")) is not False
             doc["results"][lmms_name] = block
             doc["higher_is_better"][lmms_name] = better
             doc["versions"][lmms_name] = "Yaml"
@@ -374,7 +385,7 @@ def write_lmms_eval_results(run_dir: str | Path, out_path: str | Path) -> Path:
 def _read_samples(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_rows(path)
 
 
 __all__ = ["HAVE_LMMS_EVAL", "LMMS_TASKS", "VlmbenchLMM", "model_manifest", "write_lmms_eval_results"]

@@ -1,4 +1,4 @@
-"""Average Normalised Levenshtein Similarity (ANLS), the DocVQA metric, and the edit distance it uses.
+"""Average Normalised Levenshtein Similarity (ANLS), the DocVQA metric (edit distance: rapidfuzz).
 
 Per question (as in the official DocVQA/ST-VQA evaluation):
 
@@ -14,49 +14,19 @@ ANLS of a set is the mean of the per-question scores.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from vlmbench.metrics.scorer import MeanScorer, mean
 
 ANLS_THRESHOLD = 0.5
-
-# Above this many DP cells the numpy row recurrence beats the pure-Python loop.
-_NUMPY_CELLS = 4096
 
 
 def levenshtein(a: str, b: str) -> int:
     """Edit distance (unit-cost insertions, deletions and substitutions) between two strings."""
-    if a == b:
-        return 0
-    if len(a) < len(b):
-        a, b = b, a  # b is the shorter one: rows of length len(b) + 1
-    if not b:
-        return len(a)
-    if len(a) * len(b) > _NUMPY_CELLS:
-        return _levenshtein_numpy(a, b)
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        cur = [i]
-        for j, cb in enumerate(b, start=1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
-
-
-def _levenshtein_numpy(a: str, b: str) -> int:
-    """Row-by-row DP, each row vectorised: the left-neighbour (insertion) chain is a running min."""
-    codes_b = np.frombuffer(b.encode("utf-32-le"), dtype=np.uint32)
-    offsets = np.arange(len(b) + 1, dtype=np.int64)
-    prev = offsets.copy()
-    for i, ca in enumerate(a, start=1):
-        cost = (codes_b != ord(ca)).astype(np.int64)
-        row = np.empty_like(prev)
-        row[0] = i
-        # deletion (from above) or substitution/match (from upper-left)
-        row[1:] = np.minimum(prev[1:] + 1, prev[:-1] + cost)
-        # insertion: row[j] = min_k<=j (row[k] + j - k)
-        prev = np.minimum.accumulate(row - offsets) + offsets
-    return int(prev[-1])
+    return int(Levenshtein.distance(a, b))
 
 
 def normalize_anls(text: str) -> str:
@@ -79,4 +49,18 @@ def anls_score(prediction: str, answers: Sequence[str], threshold: float = ANLS_
 def anls_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """``{"anls": mean}`` over rows with ``prediction`` and ``answers`` (0.0 for no rows)."""
     scores = [anls_score(r["prediction"], r["answers"]) for r in rows]
-    return {"anls": float(np.mean(scores)) if scores else 0.0}
+    return {"anls": mean(scores)}
+
+
+class AnlsScorer(MeanScorer):
+    """DocVQA: ANLS per question, averaged."""
+
+    name = "docvqa"
+    directions = MappingProxyType({"anls": True})
+    default_metric = "anls"
+    conventions = (
+        "ANLS with threshold 0.5 (similarity below 0.5 -> 0), max over reference answers, case-insensitive."
+    )
+
+    def per_question(self, prediction: str, answers: list[str]) -> Mapping[str, float]:
+        return {"anls": anls_score(prediction, answers)}

@@ -34,6 +34,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
+import numpy as np
+
+from vlmbench.metrics.scorer import (
+    DEFAULT_RESAMPLES,
+    SampleStats,
+    Scorer,
+    base_fields,
+    ci,
+    mean,
+    ratio_matrix,
+    result,
+)
+
 # ---------------------------------------------------------------------------------------------
 # Data: COCO category -> the words and phrases (singular) that name it in captions.
 # The first entry of each row is the category name itself, in COCO's category-id order.
@@ -358,3 +371,103 @@ def chair_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         "chair_s": _ratio(sum(c["n_hallucinated"] > 0 for c in counts), len(counts)),
         "recall": _ratio(sum(c["n_gt_covered"] for c in counts), sum(c["n_gt"] for c in counts)),
     }
+
+
+def gt_objects(row: Mapping[str, Any]) -> list[str] | None:
+    """An image's ground-truth objects: `gt_objects` when a row has it, else `references` (where the
+    runner's CHAIR sample logs keep them)."""
+    for key in ("gt_objects", "references"):
+        if isinstance(row.get(key), list):
+            return list(row[key])
+    return None
+
+
+def _pooled(num: np.ndarray, den: np.ndarray) -> Any:
+    """The statistic ``sum(num[i]) / sum(den[i])`` of a resample ``i`` (0.0 for a zero denominator)."""
+
+    def stat(i: np.ndarray) -> float:
+        d = den[i].sum()
+        return float(num[i].sum() / d) if d else 0.0
+
+    return stat
+
+
+class ChairScorer(Scorer):
+    """CHAIR: instance- and sentence-level hallucination rates (lower is better) and object recall."""
+
+    name = "chair"
+    directions = MappingProxyType({"chair_i": False, "chair_s": False, "recall": True})
+    default_metric = "chair_i"
+    conventions = (
+        "CHAIR (Rohrbach et al. 2018) with the 80 COCO categories and their synonym lists; lower is better."
+    )
+
+    def score(
+        self, rows: Sequence[Mapping[str, Any]], *, seed: int = 0, n_resamples: int = DEFAULT_RESAMPLES
+    ) -> dict[str, Any]:
+        """Score CHAIR rows (``prediction`` caption, ``gt_objects`` COCO category names)."""
+        per_sample = []
+        counts = []
+        for row in rows:
+            c = caption_counts(str(row["prediction"]), check_categories(row["gt_objects"]))
+            counts.append(c)
+            per_sample.append(
+                {**base_fields(row), "mentioned": c["mentioned"], "hallucinated": c["hallucinated"],
+                 "chair_s": 1.0 if c["n_hallucinated"] else 0.0}
+            )  # fmt: skip
+        mentions = np.array([c["n_mentions"] for c in counts], dtype=np.float64)
+        halluc = np.array([c["n_hallucinated"] for c in counts], dtype=np.float64)
+        gt_n = np.array([c["n_gt"] for c in counts], dtype=np.float64)
+        covered = np.array([c["n_gt_covered"] for c in counts], dtype=np.float64)
+        any_halluc = (halluc > 0).astype(np.float64)
+        metrics = {
+            "chair_i": _pooled(halluc, mentions)(np.arange(len(rows))),
+            "chair_s": mean(any_halluc),
+            "recall": _pooled(covered, gt_n)(np.arange(len(rows))),
+        }
+        ci95 = {
+            "chair_i": ci(halluc, _pooled(halluc, mentions), seed, n_resamples),
+            "chair_s": ci(any_halluc, None, seed, n_resamples),
+            "recall": ci(covered, _pooled(covered, gt_n), seed, n_resamples),
+        }
+        return result(self.task_name, len(rows), metrics, ci95, per_sample)
+
+    def outcome(self, fields: Mapping[str, Any]) -> tuple[float, bool | None]:
+        clean = not fields.get("hallucinated")
+        return float(clean), clean
+
+    def statistics(self, rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
+        """CHAIR_i/CHAIR_s from ``mentioned``/``hallucinated``; recall when every row has ground truth."""
+        if not all(
+            isinstance(r.get("mentioned"), list) and isinstance(r.get("hallucinated"), list) for r in rows
+        ):
+            return None
+        mentions = np.array([len(r["mentioned"]) for r in rows], dtype=np.float64)
+        halluc = np.array([len(r["hallucinated"]) for r in rows], dtype=np.float64)
+        any_halluc = halluc > 0
+        gts = [gt_objects(r) for r in rows]
+        has_gt = all(gt is not None for gt in gts)
+        gt_n = np.array([len(gt or []) for gt in gts], dtype=np.float64)
+        covered = np.array(
+            [len(set(gt or []) & set(r["mentioned"])) for gt, r in zip(gts, rows, strict=True)],
+            dtype=np.float64,
+        )
+
+        def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
+            out = {
+                "chair_i": ratio_matrix(halluc[idx].sum(axis=1), mentions[idx].sum(axis=1)),
+                "chair_s": any_halluc[idx].mean(axis=1),
+            }
+            if has_gt:
+                out["recall"] = ratio_matrix(covered[idx].sum(axis=1), gt_n[idx].sum(axis=1))
+            return out
+
+        return SampleStats(compute, {"chair_s": (any_halluc, np.ones(len(rows), dtype=bool))})
+
+    def check_reference(self, row: Mapping[str, Any]) -> None:
+        objects = row.get("gt_objects")
+        if objects is None:
+            raise ValueError("missing field 'gt_objects' (list of COCO category names) for chair")
+        if not isinstance(objects, list) or not all(isinstance(o, str) for o in objects):
+            raise ValueError(f"'gt_objects' must be a list of strings, got {objects!r}")
+        check_categories(objects)

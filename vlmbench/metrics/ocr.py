@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-import numpy as np
-
 from vlmbench.metrics.anls import levenshtein
+from vlmbench.metrics.scorer import MeanScorer, mean
 
 
 def normalize_ocr(text: str) -> str:
@@ -47,6 +47,22 @@ def ocr_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     if not rows:
         return {"exact_match": 0.0, "cer": 0.0}
     return {
-        "exact_match": float(np.mean([exact_match(r["prediction"], r["answers"]) for r in rows])),
-        "cer": float(np.mean([cer(r["prediction"], r["answers"]) for r in rows])),
+        "exact_match": mean([exact_match(r["prediction"], r["answers"]) for r in rows]),
+        "cer": mean([cer(r["prediction"], r["answers"]) for r in rows]),
     }
+
+
+class OcrScorer(MeanScorer):
+    """Text recognition: exact match (the headline) and character error rate (lower is better)."""
+
+    name = "ocr"
+    directions = MappingProxyType({"exact_match": True, "cer": False})
+    default_metric = "exact_match"
+    binary = frozenset({"exact_match"})
+    conventions = (
+        "Exact match after whitespace normalisation (case-sensitive); "
+        "CER = edit distance / reference length, clipped to 1."
+    )
+
+    def per_question(self, prediction: str, answers: list[str]) -> Mapping[str, float]:
+        return {"exact_match": exact_match(prediction, answers), "cer": cer(prediction, answers)}

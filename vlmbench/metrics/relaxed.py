@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-import numpy as np
+from vlmbench.metrics.scorer import MeanScorer, mean
 
 RELATIVE_TOLERANCE = 0.05
 
@@ -54,4 +55,17 @@ def relaxed_accuracy(prediction: str, answers: Sequence[str], tolerance: float =
 def relaxed_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """``{"relaxed_accuracy": mean}`` over rows with ``prediction`` and ``answers`` (0.0 for no rows)."""
     scores = [relaxed_accuracy(r["prediction"], r["answers"]) for r in rows]
-    return {"relaxed_accuracy": float(np.mean(scores)) if scores else 0.0}
+    return {"relaxed_accuracy": mean(scores)}
+
+
+class RelaxedAccuracyScorer(MeanScorer):
+    """ChartQA: relaxed accuracy per question, averaged."""
+
+    name = "chartqa"
+    directions = MappingProxyType({"relaxed_accuracy": True})
+    default_metric = "relaxed_accuracy"
+    binary = frozenset({"relaxed_accuracy"})
+    conventions = "Relaxed accuracy: numbers within 5% relative error (trailing % read as a fraction), else exact match."
+
+    def per_question(self, prediction: str, answers: list[str]) -> Mapping[str, float]:
+        return {"relaxed_accuracy": relaxed_accuracy(prediction, answers)}

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-import numpy as np
+from vlmbench.metrics.scorer import MeanScorer, mean
 
 PUNCTUATION: tuple[str, ...] = (
     ";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!",
@@ -222,4 +222,18 @@ def vqa_accuracy(prediction: str, answers: Sequence[str]) -> float:
 def vqa_metrics(rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     """``{"accuracy": mean}`` over rows with ``prediction`` and ``answers`` (0.0 for no rows)."""
     scores = [vqa_accuracy(r["prediction"], r["answers"]) for r in rows]
-    return {"accuracy": float(np.mean(scores)) if scores else 0.0}
+    return {"accuracy": mean(scores)}
+
+
+class VqaScorer(MeanScorer):
+    """VQAv2 / TextVQA: leave-one-out VQA accuracy per question, averaged (one class, two task names)."""
+
+    name = "vqav2"
+    directions = MappingProxyType({"accuracy": True})
+    default_metric = "accuracy"
+    conventions = (
+        "Official VQA normalisation; accuracy = mean over 10 leave-one-out subsets of min(1, matches/3)."
+    )
+
+    def per_question(self, prediction: str, answers: list[str]) -> Mapping[str, float]:
+        return {"accuracy": vqa_accuracy(prediction, answers)}

@@ -2,8 +2,8 @@
 
 `load_hf_model` opens a transformers checkpoint with `AutoProcessor` + `AutoModelForImageTextToText`
 (`Blip2ForConditionalGeneration` for BLIP-2), from a local directory or the HF cache only: nothing is
-downloaded, only safetensors are read and remote code is never run. The returned `HFVLM` speaks the
-same four calls as `vlmbench.modeling.vlm.VLM`:
+downloaded, only safetensors are read and remote code is never run. The returned `HFVLM` implements
+`vlmbench.modeling.interface.EvalModel`, as `vlmbench.modeling.vlm.VLM` does:
 
     prepare_image(image) → HFPrepared   the processor's pixel inputs for one image, the expanded image
                                         placeholder token ids the processor writes for it, and a `plan`
@@ -11,13 +11,16 @@ same four calls as `vlmbench.modeling.vlm.VLM`:
     encode([prepared])   → [HFVisual]   projected image features (`get_image_features`), cached by the
                                         runner; `visual.shape[0]` is the number of visual tokens
     generate / score_choices            left-padded batches; features go in through transformers'
-                                        `mm_encoder_outputs`, so the model runs its own code path
+                                        `mm_encoder_outputs`, so the model runs its own code path;
+                                        `visual[i]` is one image or a list, one per image placeholder
 
 Families with a tested path: LLaVA-1.5 (fixed + MLP), LLaVA-NeXT (anyres), Qwen2-VL (native
 resolution, M-RoPE), InternVL (dynamic tiles + pixel shuffle) and BLIP-2 (Q-Former, features spliced
 into the LLM's input embeddings as `Blip2ForConditionalGeneration.generate` does). Any other model
 whose forward accepts `mm_encoder_outputs` takes the first path; a model without it falls back to
-passing the raw pixel inputs at generation time (no feature caching).
+passing the raw pixel inputs at generation time (no feature caching). What differs between the
+families (projector/strategy names, parameter groups, prompt fallback, how many images a prompt may
+hold, how to describe the resolution strategy) is in `vlmbench.modeling.hf_families`.
 
 Prompts and the input ids are exactly what the model's own processor produces: the chat template
 renders the prompt, and the image placeholder is replaced by the ids the processor expands it to for
@@ -41,21 +44,11 @@ from PIL import Image
 from torch import nn
 
 from vlmbench.errors import UserError
+from vlmbench.modeling.hf_families import family_for
+from vlmbench.modeling.interface import IMAGE_MARKER, REFERENCE_IMAGE
+from vlmbench.modeling.loaded import LoadedModel
 
 log = logging.getLogger(__name__)
-
-REFERENCE_IMAGE = (640, 480)  # (W, H): the size results.json reports a reference token count for
-BLIP2_PROMPT = "Question: {question} Answer:"  # BLIP-2's zero-shot VQA prompt (the paper's format)
-
-# model_type → (family, projector name as in DESIGN.md, resolution strategy name)
-FAMILIES: dict[str, tuple[str, str, str]] = {
-    "llava": ("llava", "mlp", "fixed"),
-    "llava_next": ("llava_next", "mlp", "anyres"),
-    "qwen2_vl": ("qwen2_vl", "patch_merger", "native"),
-    "qwen2_5_vl": ("qwen2_vl", "patch_merger", "native"),
-    "internvl": ("internvl", "pixel_shuffle_mlp", "dynamic_tiles"),
-    "blip-2": ("blip2", "qformer", "fixed"),
-}
 
 
 # ---- data passed between the runner's steps ------------------------------------------------------
@@ -145,8 +138,6 @@ def load_hf_model(
     attn_implementation: str | None = None,
 ):
     """Load a released transformers VLM (local directory or HF cache) as an `HFVLM` in eval mode."""
-    from vlmbench.modeling.presets import LoadedModel
-
     root = resolve_hf_path(path_or_repo)
     config_path = root / "config.json"
     if not config_path.is_file():
@@ -274,7 +265,7 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 # ---- the adapter ---------------------------------------------------------------------------------
 class HFVLM:
-    """A transformers image-text-to-text model with the runner's VLM interface."""
+    """A transformers image-text-to-text model behind `EvalModel` (see the module docstring)."""
 
     def __init__(self, model: nn.Module, processor: Any, name: str = "hf") -> None:
         self.model = model
@@ -283,20 +274,21 @@ class HFVLM:
         self.tokenizer = processor.tokenizer
         self.config = model.config
         self.model_type = str(getattr(model.config, "model_type", ""))
-        family = FAMILIES.get(self.model_type)
-        self.family = family[0] if family else self.model_type
+        self.family_info = family_for(self.model_type)
+        self.family = self.family_info.name or self.model_type
         self.image_token = getattr(processor, "image_token", None)
         if not isinstance(self.image_token, str) and self.image_token is not None:
             self.image_token = str(getattr(self.image_token, "content", self.image_token))
         self.image_token_id = self._image_token_id()
         forward_params = inspect.signature(model.forward).parameters
-        if self.family == "blip2":
+        if self.family_info.splices_embeddings:
             self.path = "embeds"  # features spliced into the LLM's input embeddings (BLIP-2's own generate)
         elif "mm_encoder_outputs" in forward_params and hasattr(model, "get_image_features"):
             self.path = "mm"  # cached features handed to the model's forward / generate
         else:
             self.path = "pixels"  # no feature caching: the pixel inputs run at generation time
         self._mrope = hasattr(getattr(model, "model", model), "get_rope_index")
+        self._tokens_by_size: dict[tuple[int, int], int] = {}
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
@@ -326,7 +318,7 @@ class HFVLM:
         if not isinstance(image, Image.Image):
             raise UserError(f"expected a PIL image, got {type(image).__name__}")
         image = image.convert("RGB") if image.mode != "RGB" else image
-        if self.family == "blip2":
+        if self.family_info.splices_embeddings:  # BLIP-2: query tokens, not a processor-expanded token
             pixels = self.processor.image_processor([image], return_tensors="pt")
             count = int(getattr(self.processor, "num_query_tokens", None) or self.config.num_query_tokens)
             placeholder = [self.image_token_id] * count
@@ -341,7 +333,7 @@ class HFVLM:
         return HFPrepared(inputs=inputs, placeholder_ids=placeholder, plan=self._plan(image, inputs))
 
     def _plan(self, image: Image.Image, inputs: dict[str, torch.Tensor]) -> HFPlan:
-        strategy = FAMILIES.get(self.model_type, ("", "", "unknown"))[2]
+        strategy = self.family_info.strategy
         pixels = inputs.get("pixel_values")
         grid = inputs.get("image_grid_thw")
         if grid is not None:  # native resolution: one input of grid_h x grid_w patches
@@ -399,38 +391,49 @@ class HFVLM:
         return out
 
     # ---- prompts -------------------------------------------------------------------------------
-    def format_prompt(self, question: str) -> str:
-        """The model's chat template with one image and the question (BLIP-2: its VQA prompt)."""
+    def format_prompt(self, question: str, n_images: int = 1) -> str:
+        """The model's chat template with `n_images` images and the question (images where the question
+        has `IMAGE_MARKER`s, else in front); without a template the family's fallback (BLIP-2: its VQA prompt)."""
+        limit = self.family_info.max_images
+        if limit is not None and n_images > limit:
+            raise ValueError(f"{self.name}: {self.family or 'this model'} takes one image only per prompt, got {n_images}")
         template = getattr(self.processor, "chat_template", None) or getattr(self.tokenizer, "chat_template", None)
         if template:
-            messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+            messages = [{"role": "user", "content": _interleaved(question, n_images)}]
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if self.family == "blip2":
-            return BLIP2_PROMPT.format(question=question)
-        return f"{self.image_token}\n{question}"
+        return self.family_info.fallback_prompt(question, n_images, self.image_token)
 
     def _text_ids(self, prompt: str) -> list[int]:
         return list(self.tokenizer(prompt)["input_ids"])
 
-    def _splice(self, prompt: str, visual: HFVisual, suffix: Sequence[int] = ()) -> tuple[list[int], int]:
-        """Token ids for one prompt with the image's placeholder expanded; (ids, leading unpadded count).
+    def _splice(self, prompt: str, visual: Sequence[HFVisual], suffix: Sequence[int] = ()) -> tuple[list[int], int]:
+        """Token ids for one prompt with each image placeholder expanded, in order; (ids, leading
+        unpadded count).
 
         BLIP-2 puts its query tokens before everything, padding included (its processor does the same),
         so the second value says how many ids stay at the very front when the row is left-padded."""
         ids = self._text_ids(prompt) + list(suffix)
-        placeholder = visual.prepared.placeholder_ids
-        if self.family == "blip2":
+        if self.family_info.splices_embeddings:
+            if len(visual) != 1:
+                raise ValueError(f"{self.name}: {self.family} takes one image only per prompt, got {len(visual)}")
+            placeholder = visual[0].prepared.placeholder_ids
             return placeholder + ids, len(placeholder)
         positions = [i for i, t in enumerate(ids) if t == self.image_token_id]
-        if len(positions) != 1:
+        if len(positions) != len(visual):
             raise ValueError(
-                f"prompt must hold exactly one image placeholder {self.image_token!r}, found {len(positions)}: {prompt[:80]!r}"
+                f"prompt must hold {len(visual)} image placeholder(s) {self.image_token!r}, found {len(positions)}: {prompt[:80]!r}"
             )
-        cut = positions[0]
-        return ids[:cut] + placeholder + ids[cut + 1 :], 0
+        out: list[int] = []
+        start = 0
+        for cut, image in zip(positions, visual, strict=True):
+            out += ids[start:cut] + image.prepared.placeholder_ids
+            start = cut + 1
+        return out + ids[start:], 0
 
-    def _batch(self, prompts: Sequence[str], visual: Sequence[HFVisual], suffixes: Sequence[Sequence[int]] | None = None) -> _TextBatch:
-        rows = [self._splice(p, v, suffixes[i] if suffixes else ()) for i, (p, v) in enumerate(zip(prompts, visual, strict=True))]
+    def _batch(self, prompts: Sequence[str], visual: Sequence[Any], suffixes: Sequence[Sequence[int]] | None = None) -> _TextBatch:
+        """Left-padded ids of the prompts; `visual[i]`: prompt i's image, or list of images."""
+        per_row = _rows(visual)
+        rows = [self._splice(p, v, suffixes[i] if suffixes else ()) for i, (p, v) in enumerate(zip(prompts, per_row, strict=True))]
         length = max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), length), self._pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), length), dtype=torch.long)
@@ -448,7 +451,8 @@ class HFVLM:
         return batch
 
     def _image_kwargs(self, visual: Sequence[HFVisual]) -> dict[str, Any]:
-        """The model inputs that carry the images: cached features, or pixel inputs (fallback)."""
+        """The model inputs that carry the images (all rows' images, in placeholder order): cached
+        features, or pixel inputs (fallback)."""
         from transformers.modeling_outputs import BaseModelOutputWithPooling
 
         kwargs: dict[str, Any] = {}
@@ -471,13 +475,16 @@ class HFVLM:
         mask = (batch.input_ids == self.image_token_id).unsqueeze(-1)
         return embeds.masked_scatter(mask, feats)
 
-    def _visual_list(self, images: Sequence[HFPrepared] | None, visual: Sequence[Any] | None) -> list[HFVisual]:
+    def _visual_rows(self, images: Sequence[Any] | None, visual: Sequence[Any] | None) -> list[list[HFVisual]]:
+        """Per prompt, its encoded images (encoding `images` — one or a list per prompt — when no
+        `visual` is given)."""
         if visual is None:
-            return self.encode(list(images or []))
-        return list(visual)
+            return [self.encode(row) for row in _rows(images or [])]
+        return _rows(visual)
 
     # ---- generation ----------------------------------------------------------------------------
     def _run_generate(self, batch: _TextBatch, visual: Sequence[HFVisual], **gen: Any) -> Any:
+        """`visual`: every image of the batch, row by row, in placeholder order."""
         if self.path == "embeds":
             return self.model.language_model.generate(
                 input_ids=batch.input_ids,
@@ -508,8 +515,8 @@ class HFVLM:
         visual: Sequence[Any] | None = None,
     ) -> list[str]:
         """Greedy (or sampled) answers for a left-padded batch, cut at the first stop string."""
-        vis = self._visual_list(images, visual)
-        batch = self._batch(prompts, vis)
+        rows = self._visual_rows(images, visual)
+        batch = self._batch(prompts, rows)
         gen: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": do_sample,
@@ -525,7 +532,7 @@ class HFVLM:
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):  # seeded sampling without touching the caller's RNG
             torch.manual_seed(0 if seed is None else seed)
-            out = self._run_generate(batch, vis, **gen)
+            out = self._run_generate(batch, _flat(rows), **gen)
         sequences = out.sequences if hasattr(out, "sequences") else out
         new = sequences[:, batch.input_ids.shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -563,10 +570,10 @@ class HFVLM:
         Single-token choices are read off the logits of generation's first step (one forward, the same
         computation greedy generation makes, so a generated choice is also the top-scored one);
         multi-token choices are summed over one forward of B×C prompt+choice rows."""
-        vis = self._visual_list(images, visual)
+        rows = self._visual_rows(images, visual)
         ids = [[self.choice_token_ids(p, c) for c in choices] for p in prompts]
         if all(len(t) == 1 for row in ids for t in row):
-            batch = self._batch(prompts, vis)
+            batch = self._batch(prompts, rows)
             gen = {
                 "max_new_tokens": 1,
                 "do_sample": False,
@@ -577,25 +584,25 @@ class HFVLM:
                 "return_dict_in_generate": True,
                 "pad_token_id": self._pad_id,
             }
-            out = self._run_generate(batch, vis, **gen)
+            out = self._run_generate(batch, _flat(rows), **gen)
             logprobs = F.log_softmax(out.logits[0].float(), dim=-1)  # (B, V)
             index = torch.tensor([[t[0] for t in row] for row in ids], device=logprobs.device)
             return logprobs.gather(1, index).cpu()
-        return self._score_sequences(prompts, vis, ids).cpu()
+        return self._score_sequences(prompts, rows, ids).cpu()
 
-    def _score_sequences(self, prompts: list[str], vis: list[HFVisual], ids: list[list[list[int]]]) -> torch.Tensor:
+    def _score_sequences(self, prompts: list[str], visual: Sequence[Any], ids: list[list[list[int]]]) -> torch.Tensor:
         n_choices = len(ids[0])
         rows_p = [p for p in prompts for _ in range(n_choices)]
-        rows_v = [v for v in vis for _ in range(n_choices)]
+        rows_v = [v for v in _rows(visual) for _ in range(n_choices)]
         suffixes = [t for row in ids for t in row]
         batch = self._batch(rows_p, rows_v, suffixes)
         kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask, "use_cache": False}
         if not self._mrope:
             kwargs["position_ids"] = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
         if self.path == "embeds":
-            logits = self.model.language_model(inputs_embeds=self._embeds(batch, rows_v), **kwargs).logits
+            logits = self.model.language_model(inputs_embeds=self._embeds(batch, _flat(rows_v)), **kwargs).logits
         else:
-            logits = self.model(input_ids=batch.input_ids, **batch.extra, **self._image_kwargs(rows_v), **kwargs).logits
+            logits = self.model(input_ids=batch.input_ids, **batch.extra, **self._image_kwargs(_flat(rows_v)), **kwargs).logits
         logprobs = F.log_softmax(logits.float(), dim=-1)
         totals = []
         length = batch.input_ids.shape[1]
@@ -609,7 +616,7 @@ class HFVLM:
     # ---- description ---------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
         """Parameters per component: vision, projector, llm (and total)."""
-        groups = _component_prefixes(self.family)
+        groups = self.family_info.component_prefixes
         counts = {"vision": 0, "projector": 0, "llm": 0, "other": 0}
         for name, param in self.model.named_parameters():
             counts[_component_of(name, groups)] += param.numel()
@@ -620,50 +627,42 @@ class HFVLM:
 
     def resolution_summary(self) -> dict[str, Any]:
         """The resolution strategy with DESIGN.md's parameter names, read from the image processor."""
-        ip = self.processor.image_processor
-        strategy = FAMILIES.get(self.model_type, ("", "", "unknown"))[2]
-        if strategy == "native":
-            size = _as_dict(getattr(ip, "size", None))
-            return {
-                "name": "native",
-                "patch_size": int(getattr(ip, "patch_size", 14)),
-                "merge_size": int(getattr(ip, "merge_size", 2)),
-                "min_pixels": int(size.get("shortest_edge", getattr(ip, "min_pixels", 0) or 0)),
-                "max_pixels": int(size.get("longest_edge", getattr(ip, "max_pixels", 0) or 0)),
-            }
-        side = _side(getattr(ip, "crop_size", None)) or _side(getattr(ip, "size", None))
-        if strategy == "anyres":
-            pins = getattr(ip, "image_grid_pinpoints", None) or getattr(self.config, "image_grid_pinpoints", [])
-            return {"name": "anyres", "tile_size": side, "pinpoints": [[int(w), int(h)] for h, w in pins]}
-        if strategy == "dynamic_tiles":
-            return {
-                "name": "dynamic_tiles",
-                "tile_size": side,
-                "min_tiles": int(getattr(ip, "min_patches", 1)),
-                "max_tiles": int(getattr(ip, "max_patches", 12)),
-                "thumbnail": True,  # GotOcr2/InternVL adds a whole-image thumbnail whenever it cuts >1 tile
-            }
-        return {"name": "fixed", "size": side}
+        return self.family_info.resolution_summary(self.processor.image_processor, self.config)
+
+    def inspect_plan(self, width: int, height: int) -> dict[str, Any]:
+        """What the processor does to a `width` x `height` image: resized canvas, tile grid, encoder
+        inputs and visual tokens (`UserError` for a family whose strategy vlmbench cannot describe)."""
+        prepared = self.prepare_image(_blank_image(width, height))
+        resized, grid = self.family_info.geometry(
+            (width, height), prepared.plan.resized, self.processor.image_processor, self.config
+        )
+        return {
+            "resized": list(resized),
+            "grid": list(grid) if grid is not None else None,
+            "tiles": len(prepared.plan.tile_sizes),
+            "visual_tokens": sum(1 for t in prepared.placeholder_ids if t == self.image_token_id),
+        }
 
     def visual_tokens_reference(self, width: int = REFERENCE_IMAGE[0], height: int = REFERENCE_IMAGE[1]) -> int:
-        """Visual tokens for a blank image of the given size (processor only, no model run)."""
-        prepared = self.prepare_image(Image.new("RGB", (width, height), (127, 127, 127)))
-        return sum(1 for t in prepared.placeholder_ids if t == self.image_token_id)
+        """Visual tokens for a blank image of the given size (processor only, no model run; remembered
+        per size, since the runner asks for every sample when it sorts a task into batches)."""
+        if (width, height) not in self._tokens_by_size:
+            prepared = self.prepare_image(_blank_image(width, height))
+            self._tokens_by_size[(width, height)] = sum(1 for t in prepared.placeholder_ids if t == self.image_token_id)
+        return self._tokens_by_size[(width, height)]
 
     def summary(self, name: str, preset: str | None = None) -> dict[str, Any]:
         """results.json's `model` object (the runner adds the visual tokens measured on the data)."""
         vision = self.config.vision_config
         v_type = getattr(vision, "model_type", "vision")
-        width = getattr(vision, "hidden_size", None)
-        if self.family == "qwen2_vl":
-            width = getattr(vision, "embed_dim", width)
+        width = next((getattr(vision, a) for a in self.family_info.vision_width_attrs if getattr(vision, a, None)), None)
         layers = getattr(vision, "num_hidden_layers", getattr(vision, "depth", None))
         image_size = getattr(vision, "image_size", None)
         patch = getattr(vision, "patch_size", None)
         size_text = f" {_first(image_size)}px" if image_size else ""
         patch_text = f" p{_first(patch)}" if patch else ""
         text = self.config.get_text_config() if hasattr(self.config, "get_text_config") else self.config.text_config
-        projector = FAMILIES.get(self.model_type, ("", "unknown", ""))[1]
+        projector = self.family_info.projector
         return {
             "name": name,
             "preset": preset,
@@ -677,29 +676,12 @@ class HFVLM:
             "attn_implementation": getattr(self.config, "_attn_implementation", None),
             "visual_tokens_reference": {
                 "image_size": list(REFERENCE_IMAGE),
-                "visual_tokens": self.visual_tokens_reference(),
+                "visual_tokens": self.visual_tokens_reference(*REFERENCE_IMAGE),
             },
         }
 
 
 # ---- helpers -------------------------------------------------------------------------------------
-def _component_prefixes(family: str) -> dict[str, tuple[str, ...]]:
-    """Parameter-name prefixes (after an optional leading `model.`) for each component."""
-    if family == "qwen2_vl":
-        return {"projector": ("visual.merger.",), "vision": ("visual.",), "llm": ("language_model.", "lm_head.")}
-    if family == "blip2":
-        return {
-            "projector": ("qformer.", "query_tokens", "language_projection."),
-            "vision": ("vision_model.",),
-            "llm": ("language_model.", "lm_head."),
-        }
-    return {
-        "projector": ("multi_modal_projector.", "image_newline"),
-        "vision": ("vision_tower.",),
-        "llm": ("language_model.", "lm_head."),
-    }
-
-
 def _component_of(name: str, groups: dict[str, tuple[str, ...]]) -> str:
     short = name[len("model.") :] if name.startswith("model.") else name
     for component in ("projector", "vision", "llm"):
@@ -708,20 +690,35 @@ def _component_of(name: str, groups: dict[str, tuple[str, ...]]) -> str:
     return "other"
 
 
-def _as_dict(value: Any) -> dict[str, Any]:
-    if value is None:
-        return {}
-    if isinstance(value, dict):
-        return value
-    return {k: getattr(value, k) for k in ("height", "width", "shortest_edge", "longest_edge") if getattr(value, k, None) is not None}
+def _blank_image(width: int, height: int) -> Image.Image:
+    """A mid-grey image: what the processor does depends on the size only."""
+    return Image.new("RGB", (width, height), (127, 127, 127))
 
 
-def _side(value: Any) -> int | None:
-    data = _as_dict(value)
-    for key in ("height", "shortest_edge"):
-        if data.get(key):
-            return int(data[key])
-    return None
+def _rows(visual: Sequence[Any]) -> list[list[Any]]:
+    """`visual[i]` — one image's object or a list of them — as a list per prompt."""
+    return [list(v) if isinstance(v, (list, tuple)) else [v] for v in visual]
+
+
+def _flat(rows: Sequence[Sequence[Any]]) -> list[Any]:
+    return [item for row in rows for item in row]
+
+
+def _interleaved(question: str, n_images: int) -> list[dict[str, str]]:
+    """Chat-message content: the question's text pieces with an image at each `IMAGE_MARKER`, or
+    `n_images` images followed by the question when it has no markers."""
+    pieces = question.split(IMAGE_MARKER)
+    if len(pieces) == 1:
+        return [{"type": "image"} for _ in range(n_images)] + [{"type": "text", "text": question}]
+    if len(pieces) - 1 != n_images:
+        raise ValueError(f"the prompt holds {len(pieces) - 1} {IMAGE_MARKER} marker(s) for {n_images} image(s)")
+    content: list[dict[str, str]] = []
+    for index, piece in enumerate(pieces):
+        if index:
+            content.append({"type": "image"})
+        if piece.strip():
+            content.append({"type": "text", "text": piece.strip()})
+    return content
 
 
 def _first(value: Any) -> Any:
@@ -751,7 +748,6 @@ def _truncate(text: str, stop: Sequence[str]) -> str:
 
 
 __all__ = [
-    "FAMILIES",
     "HFPlan",
     "HFPrepared",
     "HFVLM",

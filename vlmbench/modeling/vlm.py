@@ -1,9 +1,13 @@
 """The assembled VLM: vision encoder → projector → causal LM from transformers.
 
-Visual tokens enter the LLM through `inputs_embeds` at the position of the `<image>` placeholder
+Visual tokens enter the LLM through `inputs_embeds` at the position of each `<image>` placeholder
 (LLaVA, InternVL, Qwen2-VL style), or — when `cross_attention_every` is set — through tanh-gated
 cross-attention layers inserted before every N-th decoder layer (Flamingo style), in which case the
-placeholder stays a single ordinary token.
+placeholders stay ordinary tokens and the text attends to all of the sample's images. The layout
+itself (splice, padding, positions, labels) lives in `vlmbench.modeling.inputs`, shared with training.
+
+A prompt may hold several `<image>` placeholders: its images then come as a list, one per
+placeholder in order (`images=[[a, b], ...]` or `visual=[[va, vb], ...]`); one image stays a plain item.
 
 Images go through three steps, kept apart so the runner can cache the expensive one:
 `prepare_image` (resolution strategy, pixels) → `encode` (ViT + projector, per image) → the LLM.
@@ -12,6 +16,8 @@ Images go through three steps, kept apart so the runner can cache the expensive 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +30,7 @@ from torch import nn
 from vlmbench import __version__
 from vlmbench.errors import UserError
 from vlmbench.modeling.config import VLMConfig
+from vlmbench.modeling.inputs import IGNORE_INDEX, SampleVisual, build_sequences, visual_context
 from vlmbench.modeling.projectors import build_projector
 from vlmbench.modeling.resolution import ResolutionPlan, build_resolution, to_pixel_tensor, to_pixel_tensors
 from vlmbench.modeling.tokenizer import IMAGE_TOKEN, format_prompt, load_tokenizer
@@ -41,6 +48,10 @@ class PreparedImage:
 
     pixels: torch.Tensor | list[torch.Tensor]  # (T, 3, S, S) tiles, or [ (3, H, W) ] for native resolution
     plan: ResolutionPlan
+
+
+# One sample's images: a PreparedImage, or one per `<image>` placeholder of its prompt, in order.
+SampleImages = PreparedImage | Sequence[PreparedImage]
 
 
 class GatedCrossAttention(nn.Module):
@@ -127,63 +138,64 @@ class VLM(nn.Module):
         tokens = self.projector(feats, grid)  # (T, M, D_llm)
         return _regroup(list(tokens), [image.pixels.shape[0] for image in images])
 
+    def encode_samples(self, images: Sequence[SampleImages]) -> list[SampleVisual]:
+        """Visual tokens per sample, in one `encode` call: a (M, D) tensor for a sample given one
+        PreparedImage, a list of them for a sample given a list."""
+        flat = [image for sample in images for image in _as_list(sample)]
+        encoded = iter(self.encode(flat))
+        return [
+            [next(encoded) for _ in sample] if not isinstance(sample, PreparedImage) else next(encoded)
+            for sample in images
+        ]
+
     @property
     def projector_dtype(self) -> torch.dtype:
         return next(self.projector.parameters()).dtype
 
     # ---- sequence building -------------------------------------------------------------------
-    def format_prompt(self, question: str) -> str:
-        return format_prompt(self.tokenizer, question, with_image=True)
+    def format_prompt(self, question: str, n_images: int = 1) -> str:
+        """The chat-formatted user turn for `n_images` images. A question that already holds
+        `n_images` `<image>` markers keeps them where they are (interleaved text and images);
+        otherwise the placeholders go before the question, where a single one always went."""
+        if question.count(IMAGE_TOKEN) != n_images:
+            question = f"{IMAGE_TOKEN}\n" * n_images + question
+        return format_prompt(self.tokenizer, question, with_image=False)
 
     def build_inputs(
         self,
         prompts: list[str],
-        visual: list[torch.Tensor],
+        visual: Sequence[SampleVisual],
         targets: list[str] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Left-padded `inputs_embeds`, `attention_mask`, `position_ids` (and `labels` when targets are
-        given: loss on target tokens only). Each prompt holds exactly one `<image>` placeholder."""
-        embed = self.llm.get_input_embeddings()
-        device = embed.weight.device
-        inline = not self.config.cross_attention_every
-        rows: list[torch.Tensor] = []
-        label_rows: list[torch.Tensor] = []
+        given: loss on target tokens only). `visual[i]` holds prompt i's images, one per `<image>`."""
+        ids: list[list[int]] = []
+        labels: list[list[int]] = []
         for index, prompt in enumerate(prompts):
-            ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            positions = [i for i, t in enumerate(ids) if t == self.image_token_id]
-            if len(positions) != 1:
-                raise ValueError(f"prompt {index} must hold exactly one {IMAGE_TOKEN} placeholder, found {len(positions)}")
+            prompt_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
             target_ids: list[int] = []
             if targets is not None:
                 target_ids = self.tokenizer(targets[index], add_special_tokens=False)["input_ids"]
                 target_ids = [*target_ids, self.tokenizer.eos_token_id]
-            ids_t = torch.tensor(ids + target_ids, device=device)
-            text = embed(ids_t)  # (L, D)
-            labels = torch.full((len(ids) + len(target_ids),), -100, device=device)
-            if target_ids:
-                labels[len(ids) :] = torch.tensor(target_ids, device=device)
-            if inline:
-                cut = positions[0]
-                vis = visual[index].to(text.dtype)
-                text = torch.cat([text[:cut], vis, text[cut + 1 :]])
-                labels = torch.cat([labels[:cut], labels.new_full((vis.shape[0],), -100), labels[cut + 1 :]])
-            rows.append(text)
-            label_rows.append(labels)
-        length = max(row.shape[0] for row in rows)
-        dim = rows[0].shape[1]
-        batch = len(rows)
-        embeds = rows[0].new_zeros(batch, length, dim)
-        mask = torch.zeros(batch, length, dtype=torch.long, device=device)
-        labels_out = torch.full((batch, length), -100, dtype=torch.long, device=device)
-        for i, (row, labels) in enumerate(zip(rows, label_rows, strict=True)):
-            embeds[i, length - row.shape[0] :] = row  # left padding
-            mask[i, length - row.shape[0] :] = 1
-            labels_out[i, length - row.shape[0] :] = labels
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = {"inputs_embeds": embeds, "attention_mask": mask, "position_ids": position_ids}
-        if targets is not None:
-            out["labels"] = labels_out
+            ids.append(prompt_ids + target_ids)
+            labels.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
+        out = self.inputs_from_ids(ids, labels, visual)
+        if targets is None:
+            del out["labels"]
         return out
+
+    def inputs_from_ids(
+        self, ids: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], visual: Sequence[SampleVisual]
+    ) -> dict[str, torch.Tensor]:
+        """`build_inputs` for rows already tokenised (training's conversations): see `modeling.inputs`."""
+        return build_sequences(
+            self.llm.get_input_embeddings(),
+            ids,
+            labels,
+            visual,
+            self.image_token_id,
+            inline=not self.config.cross_attention_every,
+        )
 
     # ---- Flamingo-style cross-attention ------------------------------------------------------
     def _xattn_hook(self, block: GatedCrossAttention):
@@ -198,73 +210,67 @@ class VLM(nn.Module):
 
         return hook
 
-    def _set_visual_context(self, visual: list[torch.Tensor]) -> None:
-        if not self.config.cross_attention_every:
-            return
-        length = max(v.shape[0] for v in visual)
-        padded = visual[0].new_zeros(len(visual), length, visual[0].shape[1])
-        pad_mask = torch.ones(len(visual), length, dtype=torch.bool, device=visual[0].device)
-        for i, v in enumerate(visual):
-            padded[i, : v.shape[0]] = v
-            pad_mask[i, : v.shape[0]] = False
-        self._visual_context = (padded, pad_mask)
-
-    # ---- training / scoring ------------------------------------------------------------------
-    def forward(self, images: list[PreparedImage], prompts: list[str], targets: list[str] | None = None) -> Any:
-        """Logits (and the LM loss on `targets` when given) for a batch of image + prompt pairs."""
-        visual = self.encode(images)
-        inputs = self.build_inputs(prompts, visual, targets)
-        self._set_visual_context(visual)
+    @contextmanager
+    def cross_attending(self, visual: Sequence[SampleVisual]) -> Iterator[None]:
+        """LLM calls inside this block see `visual` through the cross-attention layers (a no-op for
+        inline models); the context is cleared on exit, also on error."""
+        if self.config.cross_attention_every:
+            self._visual_context = visual_context(visual)
         try:
-            return self.llm(**inputs, use_cache=False)
+            yield
         finally:
             self._visual_context = None
+
+    # ---- training / scoring ------------------------------------------------------------------
+    def forward(self, images: Sequence[SampleImages], prompts: list[str], targets: list[str] | None = None) -> Any:
+        """Logits (and the LM loss on `targets` when given) for a batch of image(s) + prompt pairs."""
+        visual = self.encode_samples(images)
+        inputs = self.build_inputs(prompts, visual, targets)
+        with self.cross_attending(visual):
+            return self.llm(**inputs, use_cache=False)
 
     @torch.no_grad()
     def score_choices(
         self,
-        images: list[PreparedImage] | None,
+        images: Sequence[SampleImages] | None,
         prompts: list[str],
         choices: list[str],
-        visual: list[torch.Tensor] | None = None,
+        visual: Sequence[SampleVisual] | None = None,
     ) -> torch.Tensor:
         """Log-probability of each choice as the answer, (B, C), in one forward pass.
 
         Single-token choices (the usual "Yes"/"No") are read off the next-token distribution of the
         prompt; multi-token choices are scored by expanding the batch to B×C prompt+choice rows."""
         if visual is None:
-            visual = self.encode(images or [])
+            visual = self.encode_samples(images or [])
         choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
-        self._set_visual_context(visual)
-        try:
-            if all(len(ids) == 1 for ids in choice_ids):
-                inputs = self.build_inputs(prompts, visual)
+        if all(len(ids) == 1 for ids in choice_ids):
+            inputs = self.build_inputs(prompts, visual)
+            with self.cross_attending(visual):
                 logits = self.llm(**inputs, use_cache=False).logits[:, -1].float()
-                logprobs = F.log_softmax(logits, dim=-1)
-                return logprobs[:, [ids[0] for ids in choice_ids]]
-            expanded_prompts = [p for p in prompts for _ in choices]
-            expanded_visual = [v for v in visual for _ in choices]
-            expanded_targets = [c for _ in prompts for c in choices]
-            self._set_visual_context(expanded_visual)
-            inputs = self.build_inputs(expanded_prompts, expanded_visual, expanded_targets)
-            labels = inputs.pop("labels")
+            logprobs = F.log_softmax(logits, dim=-1)
+            return logprobs[:, [ids[0] for ids in choice_ids]]
+        expanded_prompts = [p for p in prompts for _ in choices]
+        expanded_visual = [v for v in visual for _ in choices]
+        expanded_targets = [c for _ in prompts for c in choices]
+        inputs = self.build_inputs(expanded_prompts, expanded_visual, expanded_targets)
+        labels = inputs.pop("labels")
+        with self.cross_attending(expanded_visual):
             logits = self.llm(**inputs, use_cache=False).logits.float()
-            # token t is predicted at position t-1; drop the EOS that build_inputs appends to targets
-            logprobs = F.log_softmax(logits[:, :-1], dim=-1)
-            target = labels[:, 1:]
-            valid = target != -100
-            picked = logprobs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
-            last = valid.long().cumsum(-1) == valid.long().sum(-1, keepdim=True)  # the EOS position
-            total = (picked * ~(last & valid)).sum(-1)
-            return total.view(len(prompts), len(choices))
-        finally:
-            self._visual_context = None
+        # token t is predicted at position t-1; drop the EOS that build_inputs appends to targets
+        logprobs = F.log_softmax(logits[:, :-1], dim=-1)
+        target = labels[:, 1:]
+        valid = target != IGNORE_INDEX
+        picked = logprobs.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * valid
+        last = valid.long().cumsum(-1) == valid.long().sum(-1, keepdim=True)  # the EOS position
+        total = (picked * ~(last & valid)).sum(-1)
+        return total.view(len(prompts), len(choices))
 
     # ---- generation --------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
         self,
-        images: list[PreparedImage] | None,
+        images: Sequence[SampleImages] | None,
         prompts: list[str],
         max_new_tokens: int = 32,
         stop: tuple[str, ...] = (),
@@ -273,11 +279,11 @@ class VLM(nn.Module):
         top_p: float = 1.0,
         seed: int | None = None,
         use_cache: bool = True,
-        visual: list[torch.Tensor] | None = None,
+        visual: Sequence[SampleVisual] | None = None,
     ) -> list[str]:
         """Greedy or sampled generation for a left-padded batch; stops at EOS or any stop string."""
         if visual is None:
-            visual = self.encode(images or [])
+            visual = self.encode_samples(images or [])
         inputs = self.build_inputs(prompts, visual)
         embeds, mask, positions = inputs["inputs_embeds"], inputs["attention_mask"], inputs["position_ids"]
         generator = None
@@ -290,8 +296,7 @@ class VLM(nn.Module):
         done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
         embed_tokens = self.llm.get_input_embeddings()
         cache_arg = _cache_argument(self.llm)
-        self._set_visual_context(visual)
-        try:
+        with self.cross_attending(visual):
             past = None
             step_embeds, step_positions = embeds, positions
             for _ in range(max_new_tokens):
@@ -325,8 +330,6 @@ class VLM(nn.Module):
                 step_embeds, step_positions = new_embed, new_position
                 if not use_cache:
                     embeds = torch.cat([embeds, new_embed], dim=1)
-        finally:
-            self._visual_context = None
         return [_truncate(self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True), stop) for ids in produced]
 
     # ---- summary -----------------------------------------------------------------------------
@@ -340,6 +343,25 @@ class VLM(nn.Module):
             counts["cross_attention"] = count_parameters(self.cross_attention)
         counts["total"] = sum(counts.values())
         return counts
+
+    # description (EvalModel); the text lives in vlmbench.modeling.summary
+    def resolution_summary(self) -> dict[str, Any]:
+        from vlmbench.modeling.summary import strategy_summary
+
+        return strategy_summary(self)
+
+    def visual_tokens_reference(self, width: int = 640, height: int = 480) -> int:
+        return self.visual_tokens_for(self.resolution.plan(width, height))
+
+    def inspect_plan(self, width: int, height: int) -> dict[str, Any]:
+        from vlmbench.modeling.summary import vlm_inspect_plan
+
+        return vlm_inspect_plan(self, width, height)
+
+    def summary(self, name: str, preset: str | None = None) -> dict[str, Any]:
+        from vlmbench.modeling.summary import vlm_summary
+
+        return vlm_summary(self, name, preset)
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, directory: str | Path, dtype: torch.dtype | None = None) -> Path:
@@ -455,6 +477,10 @@ def _cache_argument(llm: nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(llm.forward).parameters else "past_key_values"
 
 
+def _as_list(sample: SampleImages) -> list[PreparedImage]:
+    return [sample] if isinstance(sample, PreparedImage) else list(sample)
+
+
 def _regroup(items: list[torch.Tensor], counts: list[int]) -> list[torch.Tensor]:
     """Concatenate consecutive per-tile token blocks into one (M, D) tensor per image."""
     out, start = [], 0
@@ -493,4 +519,4 @@ def visual_tokens_reference(model: VLM, width: int = 640, height: int = 480) -> 
     return model.visual_tokens_for(model.resolution.plan(width, height))
 
 
-__all__ = ["VLM", "PreparedImage", "GatedCrossAttention", "build_llm", "count_parameters", "visual_tokens_reference"]
+__all__ = ["VLM", "PreparedImage", "SampleImages", "GatedCrossAttention", "build_llm", "count_parameters", "visual_tokens_reference"]

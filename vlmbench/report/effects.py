@@ -1,19 +1,15 @@
-"""`vlmbench effects`: do five effects the VLM literature reports show up in the demo checkpoints?
+"""`vlmbench effects`: measure an effects study on finished runs and give each effect a verdict.
 
-Each effect is measured from the per-sample rows of finished runs (``samples/<task>.jsonl``), addressed
-by preset name (``llava-1.5-style``, ``blip2-style``...). Every estimate comes with a 95% percentile
-bootstrap interval (seeded, so the table is deterministic) and a verdict:
+A study (`vlmbench.report.effects_study`; by default the five literature effects of
+``effects_study.yaml``) names runs by preset (``llava-1.5-style``, ``blip2-style``...), the metrics
+to compare and the verdict rules. Every estimate is measured from the per-sample rows of the runs
+(``samples/<task>.jsonl``) and comes with a 95% percentile bootstrap interval (seeded, so the table is
+deterministic):
 
-1. Adversarial POPE below random (within one run): F1(adversarial) - F1(random). The splits are
-   different questions, so each split is resampled on its own (unpaired bootstrap).
-2. Higher resolution beats fixed 64 px on small-font documents: DocVQA mean ANLS of a high-resolution
-   run minus ``llava-1.5-style`` on the rows with ``font_px <= 12`` (paired by question id).
-3. A 32-query Q-Former loses fine detail: ``blip2-style`` minus ``llava-1.5-style`` on POPE
-   ``f1_mean_of_splits`` and DocVQA mean ANLS (paired).
-4. Pixel shuffle 4:1 loses little: ``ablation-llava-pixel-shuffle`` minus ``llava-1.5-style``, same
-   statistics as (3).
-5. DPO lowers CHAIR_i without collapsing recall: ``internvl-style`` minus ``ablation-no-dpo`` on CHAIR_i
-   and object recall (paired over images).
+- a ``within_run`` effect compares two splits of one run (split B minus split A); the splits are
+  different questions, so each is resampled on its own (unpaired bootstrap);
+- a ``pairs`` effect compares each candidate run B with the baseline run A, paired by question id:
+  a mean of per-row ANLS, or a POPE/CHAIR statistic recomputed on every resample.
 
 An effect whose runs were not all given is listed as "not measured"; a given run that lacks a task the
 effect needs, or two runs evaluated on different question ids, is bad input (UserError).
@@ -30,6 +26,7 @@ import numpy as np
 
 from vlmbench.errors import UserError
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES, paired_bootstrap, paired_bootstrap_statistics
+from vlmbench.report.effects_study import Effect, Metric, Study, Verdict, load_study
 from vlmbench.report.metricspec import finite
 from vlmbench.report.paired import gt_objects, id_examples, match_rows, question_id_problems, sample_stats
 from vlmbench.report.runs import Run, load_run
@@ -39,45 +36,6 @@ Interval = tuple[float, float]
 Statistic = Callable[[np.ndarray], dict[str, np.ndarray]]
 
 ALPHA = 0.05
-LOW_RES = "llava-1.5-style"
-HIGH_RES: tuple[str, ...] = (
-    "llava-next-style",
-    "ablation-llava-dynamic-tiles",
-    "internvl-style",
-    "qwen2vl-style",
-)
-QFORMER = "blip2-style"
-PIXEL_SHUFFLE = "ablation-llava-pixel-shuffle"
-DPO, NO_DPO = "internvl-style", "ablation-no-dpo"
-PRESETS: tuple[str, ...] = (
-    LOW_RES,
-    "llava-next-style",
-    "internvl-style",
-    "qwen2vl-style",
-    QFORMER,
-    "honeybee-style",
-    "flamingo-style",
-    PIXEL_SHUFFLE,
-    "ablation-llava-dynamic-tiles",
-    NO_DPO,
-)
-
-# Same threshold as vlmbench.data.synth.documents.SMALL_FONT_PX (not imported: that pulls in PIL).
-SMALL_FONT_PX = 12
-# Effect 4: a change within this many metric units counts as "little".
-LITTLE_LOSS = 0.05
-# Effect 5: a recall change at or below this (point estimate) counts as a collapse.
-RECALL_COLLAPSE = -0.1
-
-POPE_STAT = "f1_mean_of_splits"
-
-EFFECT_TITLES: Mapping[int, str] = {
-    1: "1. Adversarial POPE below random",
-    2: "2. High resolution beats fixed 64 px on small fonts",
-    3: "3. 32-query Q-Former loses fine detail",
-    4: "4. Pixel shuffle 4:1 loses little",
-    5: "5. DPO lowers CHAIR_i, keeps recall",
-}
 
 
 @dataclass(frozen=True)
@@ -129,17 +87,17 @@ def load_named_runs(paths: Mapping[str, Path]) -> dict[str, Run]:
     return runs
 
 
-def _task_rows(runs: Mapping[str, Run], name: str, task: str, effect: int) -> Rows:
+def _task_rows(runs: Mapping[str, Run], name: str, task: str, effect: Effect) -> Rows:
     """The sample rows of ``task`` in run ``name``; a missing task or samples file is a UserError."""
     run = runs[name]
     if task not in run.tasks:
         raise UserError(
-            f"run {name} ({run.dir}) has no task {task!r}, which effect {EFFECT_TITLES[effect]!r} needs; "
+            f"run {name} ({run.dir}) has no task {task!r}, which effect {effect.heading!r} needs; "
             f"evaluate it on {task} or leave the run out"
         )
     if not run.has_samples(task):
         raise UserError(
-            f"run {name} ({run.dir}) has no samples/{task}.jsonl; effect {EFFECT_TITLES[effect]!r} "
+            f"run {name} ({run.dir}) has no samples/{task}.jsonl; effect {effect.heading!r} "
             "needs the per-sample outputs"
         )
     return run.samples(task)
@@ -150,7 +108,7 @@ def _examples(ids: set[str]) -> str:
 
 
 def _paired_rows(
-    runs: Mapping[str, Run], name_a: str, name_b: str, task: str, effect: int
+    runs: Mapping[str, Run], name_a: str, name_b: str, task: str, effect: Effect
 ) -> tuple[Rows, Rows]:
     """Rows of A and B aligned by question_id; different or repeated ids are a UserError."""
     rows_a = _task_rows(runs, name_a, task, effect)
@@ -179,10 +137,36 @@ def _identity(n: int) -> np.ndarray:
 
 def _pope_statistic(rows: Rows, key: str, who: str) -> Statistic:
     """Vectorised POPE recomputation (as `vlmbench check` does) reduced to the one metric ``key``."""
-    stats = sample_stats("pope", rows, [], POPE_STAT)
+    stats = sample_stats("pope", rows, [], "f1_mean_of_splits")
     if key not in stats.compute(_identity(len(rows))):
         raise UserError(f"{who}: POPE rows need yes/no references and a split `category` to recompute {key}")
     return lambda idx: {key: stats.compute(idx)[key]}
+
+
+def _chair_statistic(rows: Rows, key: str, who: str) -> Statistic:
+    """CHAIR_i or recall over resampled images, pooled as vlmbench.metrics.chair defines them.
+
+    Sample rows keep the ground-truth objects in ``references`` (the runner writes no ``gt_objects``);
+    `sample_stats` reads either. A row with neither counts as having no ground-truth objects.
+    """
+    prepared: Rows = []
+    for row in rows:
+        if not isinstance(row.get("mentioned"), list) or not isinstance(row.get("hallucinated"), list):
+            raise UserError(
+                f"{who}: chair row {row.get('question_id')!r} lacks the 'mentioned'/'hallucinated' lists; "
+                "rescore the run with this vlmbench version"
+            )
+        prepared.append(row if gt_objects(row) is not None else {**row, "gt_objects": []})
+    stats = sample_stats("chair", prepared, [], "chair_i")
+    if key not in stats.compute(_identity(len(prepared))):
+        raise UserError(f"{who}: CHAIR rows do not give the statistic {key!r}")
+    return lambda idx: {key: stats.compute(idx)[key]}
+
+
+_RECOMPUTED: Mapping[str, Callable[[Rows, str, str], Statistic]] = {
+    "pope": _pope_statistic,
+    "chair": _chair_statistic,
+}
 
 
 def _resampled(stat: Statistic, key: str, n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
@@ -197,23 +181,34 @@ def _resampled(stat: Statistic, key: str, n: int, n_resamples: int, rng: np.rand
     return np.concatenate(chunks)
 
 
-def pope_split_difference(rows: Rows, who: str, *, seed: int, n_resamples: int) -> Estimate | None:
-    """F1(adversarial) - F1(random) with each split resampled independently; None if a split is absent.
+def pope_split_difference(
+    rows: Rows,
+    who: str,
+    *,
+    seed: int,
+    n_resamples: int,
+    splits: tuple[str, str] = ("random", "adversarial"),
+    key: str = "all.f1",
+    task: str = "pope",
+    field: str = "category",
+) -> Estimate | None:
+    """``key`` of split B minus split A of one run, each split resampled independently; None if a split
+    is absent. By default F1(adversarial) - F1(random) on POPE.
 
     F1 is POPE's (vlmbench.metrics.pope): unknown answers are not positive predictions and are misses
     when the truth is yes; a zero denominator gives 0.
     """
-    by_split = {s: [r for r in rows if r.get("category") == s] for s in ("random", "adversarial")}
+    by_split = {s: [r for r in rows if r.get(field) == s] for s in splits}
     if not all(by_split.values()):
         return None
     seeds = np.random.SeedSequence(seed).spawn(2)
     values: dict[str, tuple[float, np.ndarray]] = {}
     for (split, split_rows), seq in zip(by_split.items(), seeds, strict=True):
-        stat = _pope_statistic(split_rows, "all.f1", who)
+        stat = _RECOMPUTED[task](split_rows, key, who)
         n = len(split_rows)
-        point = float(stat(_identity(n))["all.f1"][0])
-        values[split] = (point, _resampled(stat, "all.f1", n, n_resamples, np.random.default_rng(seq)))
-    (a, boot_a), (b, boot_b) = values["random"], values["adversarial"]
+        point = float(stat(_identity(n))[key][0])
+        values[split] = (point, _resampled(stat, key, n, n_resamples, np.random.default_rng(seq)))
+    (a, boot_a), (b, boot_b) = values[splits[0]], values[splits[1]]
     low, high = np.quantile(boot_b - boot_a, [ALPHA / 2, 1 - ALPHA / 2])
     return Estimate(a, b, b - a, (float(low), float(high)))
 
@@ -248,22 +243,36 @@ def anls_scores(rows: Rows, who: str) -> list[float]:
     return out
 
 
-def _chair_statistic(rows: Rows, who: str) -> Statistic:
-    """CHAIR_i and recall over resampled images, pooled as vlmbench.metrics.chair defines them.
-
-    Sample rows keep the ground-truth objects in ``references`` (the runner writes no ``gt_objects``);
-    `sample_stats` reads either. A row with neither counts as having no ground-truth objects.
-    """
-    prepared: Rows = []
-    for row in rows:
-        if not isinstance(row.get("mentioned"), list) or not isinstance(row.get("hallucinated"), list):
-            raise UserError(
-                f"{who}: chair row {row.get('question_id')!r} lacks the 'mentioned'/'hallucinated' lists; "
-                "rescore the run with this vlmbench version"
-            )
-        prepared.append(row if gt_objects(row) is not None else {**row, "gt_objects": []})
-    stats = sample_stats("chair", prepared, [], "chair_i")
-    return lambda idx: {k: v for k, v in stats.compute(idx).items() if k in ("chair_i", "recall")}
+def _measure_pair(
+    metric: Metric, rows_a: Rows, rows_b: Rows, names: tuple[str, str], *, seed: int, n_resamples: int
+) -> tuple[str, Estimate | None, str]:
+    """(label, estimate, why not measured) of one metric on paired rows, after the metric's row filter."""
+    keep = list(range(len(rows_a)))
+    label = metric.base_label
+    if metric.rows is not None:
+        field, limit = metric.rows.field, metric.rows.at_most
+        values = [finite(ra.get(field, rb.get(field))) for ra, rb in zip(rows_a, rows_b, strict=True)]
+        if all(v is None for v in values):
+            label = f"{metric.label}, all rows: no {field} in samples"
+        else:
+            keep = [i for i, v in enumerate(values) if v is not None and v <= limit]
+    if metric.note:
+        label += f", {metric.note}"
+    if metric.show_n:
+        label += f" (n={len(keep)})"
+    if not keep:
+        why = f"no rows with {metric.rows.text}" if metric.rows is not None else "no rows"
+        return label, None, f"not measured ({why})"
+    who_a, who_b = (f"run {name}" for name in names)
+    if metric.statistic == "anls":
+        scores_a, scores_b = anls_scores(rows_a, who_a), anls_scores(rows_b, who_b)
+        a, b = [scores_a[i] for i in keep], [scores_b[i] for i in keep]
+        return label, paired_mean(a, b, seed=seed, n_resamples=n_resamples), ""
+    kept_a, kept_b = [rows_a[i] for i in keep], [rows_b[i] for i in keep]
+    build = _RECOMPUTED[metric.task]
+    stat_a, stat_b = build(kept_a, metric.statistic, who_a), build(kept_b, metric.statistic, who_b)
+    estimate = paired_statistic(stat_a, stat_b, metric.statistic, len(keep), seed=seed, n_resamples=n_resamples)
+    return label, estimate, ""
 
 
 # --- verdicts ---------------------------------------------------------------------------------
@@ -280,8 +289,8 @@ def sign_verdict(ci: Interval, expected_negative: bool) -> str:
     return "not significant"
 
 
-def little_loss_verdict(ci: Interval, margin: float = LITTLE_LOSS) -> str:
-    """Effect 4: is the loss of B against A within ``margin``?
+def little_loss_verdict(ci: Interval, margin: float) -> str:
+    """Is the loss of B against A within ``margin``?
 
     The brief's rule reads "appears (loses little)" for a CI within +-margin *or* containing 0; a CI
     that contains 0 but reaches past the margin is labelled as such, since it does not show equivalence.
@@ -298,179 +307,107 @@ def little_loss_verdict(ci: Interval, margin: float = LITTLE_LOSS) -> str:
     return f"inconclusive (significant loss, may exceed {margin:g})"
 
 
-def dpo_verdict(chair_i: Estimate, recall: Estimate) -> str:
-    """Effect 5: CHAIR_i significantly lower and recall (point estimate) not down by 0.1 or more."""
-    base = sign_verdict(chair_i.ci, expected_negative=True)
-    if base == "appears" and recall.delta <= RECALL_COLLAPSE:
-        return f"CHAIR_i lower but recall collapses ({recall.delta:+.3f})"
-    return base
-
-
-def _recall_verdict(recall: Estimate) -> str:
-    if recall.delta <= RECALL_COLLAPSE:
-        return f"recall collapses (drop ≥ {-RECALL_COLLAPSE:g})"
-    return f"recall kept (drop < {-RECALL_COLLAPSE:g})"
+def verdict_for(metric: Metric, estimate: Estimate, pair: Mapping[str, Estimate]) -> str:
+    """The verdict of one measured metric; ``pair`` holds the estimates of the same pair by statistic."""
+    rule: Verdict = metric.verdict
+    if rule.rule == "little_loss":
+        return little_loss_verdict(estimate.ci, rule.margin)
+    if rule.rule == "collapse":
+        drop = f"{-rule.at_most:g}"
+        if estimate.delta <= rule.at_most:
+            return f"{metric.statistic} collapses (drop ≥ {drop})"
+        return f"{metric.statistic} kept (drop < {drop})"
+    verdict = sign_verdict(estimate.ci, expected_negative=rule.expected == "lower")
+    guard = rule.guard
+    if verdict == "appears" and guard is not None and guard.statistic in pair:
+        delta = pair[guard.statistic].delta
+        if delta <= guard.at_most:
+            return f"{metric.label} {rule.expected} but {guard.statistic} collapses ({delta:+.3f})"
+    return verdict
 
 
 # --- effects ----------------------------------------------------------------------------------
 
 
-def _not_measured(effect: int, runs: str, metric: str, missing: Sequence[str]) -> EffectRow:
-    return EffectRow(effect, runs, metric, None, f"not measured (needs runs: {', '.join(missing)})")
+def _not_measured(effect: Effect, runs: str, metric: str, missing: Sequence[str]) -> EffectRow:
+    return EffectRow(effect.number, runs, metric, None, f"not measured (needs runs: {', '.join(missing)})")
 
 
-def _missing(runs: Mapping[str, Run], *names: str) -> list[str]:
-    return [name for name in names if name not in runs]
-
-
-def effect_adversarial_pope(runs: Mapping[str, Run], *, seed: int, n_resamples: int) -> list[EffectRow]:
-    """Effect 1 for every run that has task pope (others are skipped: the effect is within a run)."""
+def _within_run(effect: Effect, runs: Mapping[str, Run], *, seed: int, n_resamples: int) -> list[EffectRow]:
+    """One row per run (and metric) that has the metric's task; the others are skipped."""
+    assert effect.splits is not None
+    splits = effect.splits
     rows: list[EffectRow] = []
-    for name, run in runs.items():
-        if "pope" not in run.tasks:
-            continue
-        samples = _task_rows(runs, name, "pope", 1)
-        label = f"{name}: adversarial vs random"
-        estimate = pope_split_difference(samples, f"run {name}", seed=seed, n_resamples=n_resamples)
-        if estimate is None:
-            present = sorted({str(r.get("category")) for r in samples})
-            rows.append(
-                EffectRow(
-                    1, label, "POPE F1", None, f"not measured (splits in samples: {', '.join(present)})"
-                )
+    for metric in effect.metrics:
+        for name, run in runs.items():
+            if metric.task not in run.tasks:
+                continue
+            samples = _task_rows(runs, name, metric.task, effect)
+            label = f"{name}: {splits.b} vs {splits.a}"
+            estimate = pope_split_difference(
+                samples,
+                f"run {name}",
+                seed=seed,
+                n_resamples=n_resamples,
+                splits=(splits.a, splits.b),
+                key=metric.statistic,
+                task=metric.task,
+                field=splits.field,
             )
-            continue
-        rows.append(
-            EffectRow(1, label, "POPE F1", estimate, sign_verdict(estimate.ci, expected_negative=True))
-        )
+            if estimate is None:
+                present = sorted({str(r.get(splits.field)) for r in samples})
+                why = f"not measured (splits in samples: {', '.join(present)})"
+                rows.append(EffectRow(effect.number, label, metric.label, None, why))
+                continue
+            rows.append(EffectRow(effect.number, label, metric.label, estimate, verdict_for(metric, estimate, {})))
     if not rows:
-        rows.append(_not_measured(1, "adversarial vs random", "POPE F1", ["any run with task pope"]))
+        for metric in effect.metrics:
+            label = f"{splits.b} vs {splits.a}"
+            rows.append(_not_measured(effect, label, metric.label, [f"any run with task {metric.task}"]))
     return rows
 
 
-def _small_font(rows_a: Rows, rows_b: Rows) -> tuple[list[int], str]:
-    """Indices of small-font rows and the metric label; all rows when no row carries ``font_px``."""
-    fonts = [finite(ra.get("font_px", rb.get("font_px"))) for ra, rb in zip(rows_a, rows_b, strict=True)]
-    if all(f is None for f in fonts):
-        return list(range(len(rows_a))), f"ANLS, all rows: no font_px in samples (n={len(rows_a)})"
-    keep = [i for i, f in enumerate(fonts) if f is not None and f <= SMALL_FONT_PX]
-    return keep, f"ANLS, font_px ≤ {SMALL_FONT_PX} (n={len(keep)})"
-
-
-def effect_high_resolution(runs: Mapping[str, Run], *, seed: int, n_resamples: int) -> list[EffectRow]:
-    """Effect 2: each high-resolution run against the fixed 64-px LLaVA-1.5 run on small fonts."""
+def _pairs(effect: Effect, runs: Mapping[str, Run], *, seed: int, n_resamples: int) -> list[EffectRow]:
+    """Per candidate B: every metric of B against the baseline A."""
+    a = effect.baseline
     out: list[EffectRow] = []
-    for high in HIGH_RES:
-        label = f"{high} vs {LOW_RES}"
-        missing = _missing(runs, high, LOW_RES)
+    for b in effect.candidates:
+        label = f"{b} vs {a}"
+        missing = [name for name in (b, a) if name not in runs]
         if missing:
-            out.append(_not_measured(2, label, f"ANLS, font_px ≤ {SMALL_FONT_PX}", missing))
+            out.extend(_not_measured(effect, label, m.base_label, missing) for m in effect.metrics)
             continue
-        rows_a, rows_b = _paired_rows(runs, LOW_RES, high, "docvqa", 2)
-        keep, metric = _small_font(rows_a, rows_b)
-        if not keep:
-            out.append(
-                EffectRow(2, label, metric, None, f"not measured (no rows with font_px ≤ {SMALL_FONT_PX})")
-            )
-            continue
-        scores_a, scores_b = anls_scores(rows_a, f"run {LOW_RES}"), anls_scores(rows_b, f"run {high}")
-        a, b = [scores_a[i] for i in keep], [scores_b[i] for i in keep]
-        estimate = paired_mean(a, b, seed=seed, n_resamples=n_resamples)
-        out.append(EffectRow(2, label, metric, estimate, sign_verdict(estimate.ci, expected_negative=False)))
+        paired: dict[str, tuple[Rows, Rows]] = {}
+        measured: list[tuple[Metric, str, Estimate | None, str]] = []
+        for metric in effect.metrics:
+            if metric.task not in paired:
+                paired[metric.task] = _paired_rows(runs, a, b, metric.task, effect)
+            rows_a, rows_b = paired[metric.task]
+            measured.append((metric, *_measure_pair(metric, rows_a, rows_b, (a, b), seed=seed, n_resamples=n_resamples)))
+        estimates = {m.statistic: est for m, _, est, _ in measured if est is not None}
+        for metric, metric_label, estimate, why in measured:
+            verdict = why if estimate is None else verdict_for(metric, estimate, estimates)
+            out.append(EffectRow(effect.number, label, metric_label, estimate, verdict))
     return out
 
 
-def _projector_pair(
-    runs: Mapping[str, Run], effect: int, name_b: str, *, seed: int, n_resamples: int
-) -> list[tuple[str, str, Estimate | None]]:
-    """(label, metric, estimate) on POPE f1_mean_of_splits and DocVQA ANLS: ``name_b`` vs LLaVA-1.5."""
-    label = f"{name_b} vs {LOW_RES}"
-    metrics = (f"POPE {POPE_STAT}", "DocVQA ANLS")
-    if _missing(runs, name_b, LOW_RES):
-        return [(label, m, None) for m in metrics]
-    pope_a, pope_b = _paired_rows(runs, LOW_RES, name_b, "pope", effect)
-    doc_a, doc_b = _paired_rows(runs, LOW_RES, name_b, "docvqa", effect)
-    pope = paired_statistic(
-        _pope_statistic(pope_a, POPE_STAT, f"run {LOW_RES}"),
-        _pope_statistic(pope_b, POPE_STAT, f"run {name_b}"),
-        POPE_STAT,
-        len(pope_a),
-        seed=seed,
-        n_resamples=n_resamples,
-    )
-    doc = paired_mean(
-        anls_scores(doc_a, f"run {LOW_RES}"),
-        anls_scores(doc_b, f"run {name_b}"),
-        seed=seed,
-        n_resamples=n_resamples,
-    )
-    return [(label, metrics[0], pope), (label, metrics[1], doc)]
-
-
-def _projector_effect(
-    runs: Mapping[str, Run], effect: int, name_b: str, verdict: Callable[[Interval], str], **kw: int
-) -> list[EffectRow]:
-    out: list[EffectRow] = []
-    for label, metric, estimate in _projector_pair(runs, effect, name_b, **kw):
-        if estimate is None:
-            out.append(_not_measured(effect, label, metric, _missing(runs, name_b, LOW_RES)))
-        else:
-            out.append(EffectRow(effect, label, metric, estimate, verdict(estimate.ci)))
-    return out
-
-
-def effect_qformer(runs: Mapping[str, Run], *, seed: int, n_resamples: int) -> list[EffectRow]:
-    """Effect 3: BLIP-2's 32 queries vs LLaVA-1.5's MLP keeping every patch token (expected: lower)."""
-    return _projector_effect(
-        runs,
-        3,
-        QFORMER,
-        lambda ci: sign_verdict(ci, expected_negative=True),
-        seed=seed,
-        n_resamples=n_resamples,
-    )
-
-
-def effect_pixel_shuffle(runs: Mapping[str, Run], *, seed: int, n_resamples: int) -> list[EffectRow]:
-    """Effect 4: pixel shuffle 4:1 vs the full token grid (expected: a loss within ±0.05)."""
-    return _projector_effect(runs, 4, PIXEL_SHUFFLE, little_loss_verdict, seed=seed, n_resamples=n_resamples)
-
-
-def effect_dpo(runs: Mapping[str, Run], *, seed: int, n_resamples: int) -> list[EffectRow]:
-    """Effect 5: InternVL-style after DPO vs the same model before DPO on CHAIR."""
-    label = f"{DPO} vs {NO_DPO}"
-    missing = _missing(runs, DPO, NO_DPO)
-    if missing:
-        return [_not_measured(5, label, m, missing) for m in ("CHAIR_i", "CHAIR recall")]
-    rows_a, rows_b = _paired_rows(runs, NO_DPO, DPO, "chair", 5)
-    stat_a, stat_b = _chair_statistic(rows_a, f"run {NO_DPO}"), _chair_statistic(rows_b, f"run {DPO}")
-    n = len(rows_a)
-    chair_i = paired_statistic(stat_a, stat_b, "chair_i", n, seed=seed, n_resamples=n_resamples)
-    recall = paired_statistic(stat_a, stat_b, "recall", n, seed=seed, n_resamples=n_resamples)
-    return [
-        EffectRow(5, label, f"CHAIR_i, lower is better (n={n})", chair_i, dpo_verdict(chair_i, recall)),
-        EffectRow(5, label, f"CHAIR recall (n={n})", recall, _recall_verdict(recall)),
-    ]
-
-
-EFFECTS: tuple[Callable[..., list[EffectRow]], ...] = (
-    effect_adversarial_pope,
-    effect_high_resolution,
-    effect_qformer,
-    effect_pixel_shuffle,
-    effect_dpo,
-)
+_KINDS: Mapping[str, Callable[..., list[EffectRow]]] = {"within_run": _within_run, "pairs": _pairs}
 
 
 def compute_effects(
-    runs: Mapping[str, Run], *, seed: int = 0, n_resamples: int = DEFAULT_RESAMPLES
+    runs: Mapping[str, Run],
+    *,
+    seed: int = 0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    study: Study | None = None,
 ) -> list[EffectRow]:
-    """Every effect's rows, in effect order (see the module docstring)."""
+    """Every effect's rows, in the study's order (default: the bundled study)."""
     if n_resamples < 1:
         raise UserError(f"--resamples {n_resamples} must be positive")
+    study = study or load_study()
     rows: list[EffectRow] = []
-    for effect in EFFECTS:
-        rows.extend(effect(runs, seed=seed, n_resamples=n_resamples))
+    for effect in study.effects:
+        rows.extend(_KINDS[effect.kind](effect, runs, seed=seed, n_resamples=n_resamples))
     return rows
 
 
@@ -487,14 +424,21 @@ def _delta_cell(estimate: Estimate) -> str:
     return f"{estimate.delta:+.4f} [{low:+.4f}, {high:+.4f}]"
 
 
-def format_markdown(rows: Sequence[EffectRow], *, seed: int, n_resamples: int) -> str:
+def format_markdown(rows: Sequence[EffectRow], *, seed: int, n_resamples: int, study: Study | None = None) -> str:
     """The effects table as Markdown, with a line on how the intervals were computed."""
+    study = study or load_study()
+    headings = {effect.number: effect.heading for effect in study.effects}
+    unpaired = "; ".join(
+        f"effect {e.number} resamples each {m.task.upper()} split on its own"
+        for e in study.within_run
+        for m in e.metrics
+    )
     header = ("effect", "runs (B vs A)", "metric", "A", "B", "B − A [95% CI]", "verdict")
     lines = [
-        "## VLM literature effects",
+        f"## {study.title}",
         "",
         f"95% percentile bootstrap intervals, {n_resamples} resamples, seed {seed}; "
-        "pairs are matched by question_id (effect 1 resamples each POPE split on its own).",
+        f"pairs are matched by question_id{f' ({unpaired})' if unpaired else ''}.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
@@ -502,7 +446,7 @@ def format_markdown(rows: Sequence[EffectRow], *, seed: int, n_resamples: int) -
     for row in rows:
         est = row.estimate
         cells = (
-            EFFECT_TITLES.get(row.effect, str(row.effect)),
+            headings.get(row.effect, str(row.effect)),
             row.runs,
             row.metric,
             "—" if est is None else f"{est.a:.4f}",
@@ -514,10 +458,28 @@ def format_markdown(rows: Sequence[EffectRow], *, seed: int, n_resamples: int) -
     return "\n".join(lines) + "\n"
 
 
+def unknown_run_note(study: Study) -> str:
+    """What a run the study does not name takes part in (for the command's note on stderr)."""
+    within = [
+        f"effect {e.number} ({e.splits.b} vs {e.splits.a} {m.task.upper()})"
+        for e in study.within_run
+        if e.splits is not None
+        for m in e.metrics
+    ]
+    return f"it only enters {'; '.join(within)}" if within else "it enters no effect"
+
+
 def run_effects(
-    specs: Sequence[str], *, seed: int = 0, n_resamples: int = DEFAULT_RESAMPLES
+    specs: Sequence[str],
+    *,
+    seed: int = 0,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    study: Study | Path | None = None,
 ) -> tuple[list[EffectRow], str]:
-    """Parse ``NAME=RUN_DIR`` specs, load the runs, compute every effect; (rows, Markdown table)."""
+    """Parse ``NAME=RUN_DIR`` specs, load the runs, compute every effect; (rows, Markdown table).
+
+    ``study`` is a loaded `Study`, a study file, or None for the bundled one."""
+    loaded = study if isinstance(study, Study) else load_study(study)
     runs = load_named_runs(parse_run_specs(specs))
-    rows = compute_effects(runs, seed=seed, n_resamples=n_resamples)
-    return rows, format_markdown(rows, seed=seed, n_resamples=n_resamples)
+    rows = compute_effects(runs, seed=seed, n_resamples=n_resamples, study=loaded)
+    return rows, format_markdown(rows, seed=seed, n_resamples=n_resamples, study=loaded)

@@ -1,7 +1,8 @@
 """The regression gate behind `vlmbench check`: is the candidate significantly worse than the baseline?
 
-A task regresses when its headline metric gets worse (in the metric's own direction) by more
-than ``max_drop`` *and* the paired test on the matched samples gives ``p < alpha``. Runs that
+A task regresses when its headline metric gets worse (in the metric's own direction: the task's
+scorer's, else the one results.json records) by more than ``max_drop`` *and* the paired test on the
+matched samples (the scorer's statistics) gives ``p < alpha``. Runs that
 cannot be compared sample by sample (different tasks, data fingerprints or question ids) are bad
 input (UserError), never a pass.
 """

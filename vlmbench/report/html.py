@@ -1,7 +1,9 @@
 """The self-contained HTML report for one or more runs (`vlmbench report`, and RUN/report.html).
 
 Everything is inline (CSS, JS, SVG charts, thumbnails as data: URIs) so the file opens from
-file:// with no network. Untrusted text (predictions, model names) is only ever rendered through
+file:// with no network; the leaderboard passes a FolderThumbnails store instead, so that its
+per-run pages share one copy of each image. Each distinct thumbnail is stored once per page and
+each sample's prompt, references and image once, however many runs answered it. Untrusted text (predictions, model names) is only ever rendered through
 Jinja2 autoescaping or as escaped JSON inside ``<script type="application/json">``.
 """
 
@@ -28,11 +30,13 @@ from vlmbench.report.metricspec import (
     flatten_ci,
     headline_of,
     ordered_metrics,
+    scorer_of,
 )
 from vlmbench.report.paired import compare_task
 from vlmbench.report.runs import Run, load_run, unique_slugs
-from vlmbench.report.samples import BrowserTask, browser_rows
+from vlmbench.report.samples import BrowserTask, browser_items, browser_rows
 from vlmbench.report.templating import asset_dir, make_environment, nonce_for, script_json
+from vlmbench.report.thumbnails import InlineThumbnails, ThumbnailStore
 
 DEFAULT_MAX_SAMPLES = 100
 # With more runs than this, significance compares every run with the first one only.
@@ -158,6 +162,8 @@ def _metric_table(runs: Sequence[Run], tasks: Sequence[TaskView]) -> list[dict[s
         for run in runs:
             if task.name in run.tasks:
                 merged.update(run.tasks[task.name]["metrics"])
+        first = next(run.tasks[task.name] for run in runs if task.name in run.tasks)
+        scorer, recorded = scorer_of(task.name, first), first.get("directions")
         for metric in ordered_metrics(task.name, merged, task.headline):
             cells = []
             for run in runs:
@@ -175,7 +181,7 @@ def _metric_table(runs: Sequence[Run], tasks: Sequence[TaskView]) -> list[dict[s
                     "metric": metric,
                     "headline": is_headline,
                     "cells": cells,
-                    "direction": task.headline.higher_is_better if is_headline else direction(metric),
+                    "direction": task.headline.higher_is_better if is_headline else direction(metric, scorer, recorded),
                 }
             )
     return rows
@@ -429,17 +435,21 @@ def build_context(
     alpha: float = 0.05,
     seed: int = 0,
     n_resamples: int = DEFAULT_RESAMPLES,
+    thumbs: ThumbnailStore | None = None,
 ) -> dict[str, Any]:
-    """Everything report.html.j2 needs."""
+    """Everything report.html.j2 needs; thumbnails go into ``thumbs`` (data: URIs by default)."""
+    thumbs = InlineThumbnails() if thumbs is None else thumbs
     slugs = unique_slugs(list(runs))
     views = [run_view(run, i, slug) for i, (run, slug) in enumerate(zip(runs, slugs, strict=True))]
     tasks = _task_views(runs)
     browser: list[BrowserTask] = [
-        browser_rows(run, i, task, max_samples_per_task)
+        browser_rows(run, i, task, max_samples_per_task, thumbs)
         for i, run in enumerate(runs)
         for task in run.tasks
         if run.has_samples(task)
     ]
+    items = browser_items(browser, [t.name for t in tasks])
+    used = sorted({item.thumb for item in items if item.thumb})
     significance, scope = _significance(runs, views, tasks, alpha, seed, n_resamples)
     splits = sorted(
         {row.split for bt in browser for row in bt.rows if row.split},
@@ -455,6 +465,7 @@ def build_context(
         "runs": views,
         "tasks": tasks,
         "synthetic_tasks": [t.name for t in tasks if t.synthetic],
+        "mixed_tasks": [t.name for t in tasks if t.mixed],
         "metric_rows": _metric_table(runs, tasks),
         "by_projector": _groups(views, "projector"),
         "by_resolution": _groups(views, "resolution"),
@@ -462,7 +473,10 @@ def build_context(
         "significance": significance,
         "significance_scope": scope,
         "alpha": alpha,
-        "browser": browser,
+        "items": items,
+        "thumb_urls": {key: thumbs.urls[key] for key in used},
+        "img_sources": thumbs.csp_sources,
+        "thumbs_inline": thumbs.inline,
         "browser_limit": max_samples_per_task,
         "browser_capped": _capped_summary(browser),
         "splits": splits,
@@ -491,11 +505,20 @@ def render_report(
     alpha: float = 0.05,
     seed: int = 0,
     n_resamples: int = DEFAULT_RESAMPLES,
+    thumbs: ThumbnailStore | None = None,
 ) -> Path:
-    """Render one self-contained HTML report for ``run_dirs`` (run directories or results.json paths) to ``out``."""
+    """Render the HTML report for ``run_dirs`` (run directories or results.json paths) to ``out``.
+
+    Self-contained unless ``thumbs`` stores the images elsewhere (the leaderboard's shared folder).
+    """
     runs = [load_run(Path(p)) for p in run_dirs]
     page = render_html(
-        runs, max_samples_per_task=max_samples_per_task, alpha=alpha, seed=seed, n_resamples=n_resamples
+        runs,
+        max_samples_per_task=max_samples_per_task,
+        alpha=alpha,
+        seed=seed,
+        n_resamples=n_resamples,
+        thumbs=thumbs,
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

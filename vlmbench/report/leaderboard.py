@@ -6,9 +6,12 @@ Layout of SITE_DIR::
     data.json             the same data, for scripts
     app.js, style.css     copied from leaderboard/
     models/<slug>.html    one page per run: model, throughput, every metric with CI, provenance
-    reports/<slug>.html   the run's report.html (copied, or rendered when the run has none)
+    reports/<slug>.html   the run's report (plots, samples), rendered here from its results and samples
+    thumbs/<key>.<ext>    the sample thumbnails, each distinct image once (runs share their images)
 
 Slugs come from the run name and model name (sanitised), so rebuilding the site keeps every URL.
+A run's own report.html is never copied: it is foreign HTML, and it would inline its thumbnails
+again in every report, which is what made the site grow by about a megabyte per run.
 """
 
 from __future__ import annotations
@@ -22,12 +25,19 @@ from typing import Any
 
 from vlmbench import __version__
 from vlmbench.errors import UserError
-from vlmbench.report.html import DEFAULT_MAX_SAMPLES, render_report
+from vlmbench.report.html import render_html
 from vlmbench.report.metricspec import Headline, finite, flatten, flatten_ci, headline_of, ordered_metrics
 from vlmbench.report.runs import Run, find_runs, unique_slugs
 from vlmbench.report.templating import asset_dir, json_text, make_environment, nonce_for, script_json
+from vlmbench.report.thumbnails import FolderThumbnails
 
 STATIC_FILES: tuple[str, ...] = ("app.js", "style.css")
+THUMBS_DIR = "thumbs"
+# Sample-browser cap of the per-run reports (per task): the README's comparison uses 40 as well.
+# A sample costs ~0.7 KB of HTML per report (question, references, answer), so ten demo runs with
+# 40 per task come to ~1.3 MB of reports plus ~0.2 MB of shared thumbnails; 100 per task would need
+# ~2.8 MB. `--max-samples N` raises the cap; `vlmbench report` compares runs on more samples.
+SITE_MAX_SAMPLES = 40
 
 
 def _task_headlines(runs: Sequence[Run]) -> list[tuple[str, Headline]]:
@@ -156,7 +166,7 @@ def _write(path: Path, text: str) -> None:
 
 
 def build_leaderboard(
-    paths: Sequence[Path], out: Path, *, max_samples_per_task: int = DEFAULT_MAX_SAMPLES
+    paths: Sequence[Path], out: Path, *, max_samples_per_task: int = SITE_MAX_SAMPLES
 ) -> Path:
     """Build the static site for every run found under ``paths`` into ``out``; returns index.html."""
     runs = find_runs(paths)
@@ -171,19 +181,17 @@ def build_leaderboard(
     (out / "models").mkdir(parents=True, exist_ok=True)
     (out / "reports").mkdir(parents=True, exist_ok=True)
     slugs = unique_slugs(runs)
+    thumbs = FolderThumbnails(out / THUMBS_DIR, f"../{THUMBS_DIR}/")
     for run, slug in zip(runs, slugs, strict=True):
-        target = out / "reports" / f"{slug}.html"
-        source = run.dir / "report.html"
-        if source.is_file():
-            shutil.copyfile(source, target)
-        else:
-            render_report([run.dir], target, max_samples_per_task=max_samples_per_task)
+        page = render_html([run], max_samples_per_task=max_samples_per_task, thumbs=thumbs)
+        _write(out / "reports" / f"{slug}.html", page)
+    thumbs.prune()
     data = leaderboard_data(runs, slugs)
     assets = asset_dir("leaderboard")
     env = make_environment(assets)
     for name in STATIC_FILES:
         shutil.copyfile(assets / name, out / name)
-    _write(out / "data.json", json_text(data, indent=1) + "\n")
+    _write(out / "data.json", json_text(data) + "\n")
     index_nonce = nonce_for(str(script_json(data)))
     _write(out / "index.html", env.get_template("index.html.j2").render(data=data, nonce=index_nonce))
     by_slug = {row["slug"]: row for row in data["rows"]}

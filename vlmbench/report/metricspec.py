@@ -6,21 +6,16 @@ Metrics are addressed by dotted keys: POPE's nested ``metrics["random"]["f1"]`` 
 
 from __future__ import annotations
 
-import math
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from vlmbench.metrics.headlines import HEADLINES
+from vlmbench.metrics.pope import POPE_SPLITS
+from vlmbench.metrics.registry import BUILTIN_SCORERS, builtin_by_headline, builtin_direction, resolve_scorer
+from vlmbench.metrics.scorer import Direction, Scorer, finite, flatten
 
-# Fallback headline per task when results.json has no "headline" object (the runner's table).
-DEFAULT_HEADLINES: Mapping[str, tuple[str, bool]] = HEADLINES
-
-POPE_SPLITS: tuple[str, ...] = ("random", "popular", "adversarial")
-
-# Metric leaf names where lower is better, and those with no better direction.
-_LOWER_IS_BETTER = frozenset({"chair_i", "chair_s", "cer", "unknown"})
-_NEUTRAL = frozenset({"yes_ratio"})
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,37 +30,67 @@ class Headline:
         return "↑" if self.higher_is_better else "↓"
 
 
+def _plugin_scorer(task: str, spec: str) -> Scorer | None:
+    """A non-built-in scorer, resolved through the task YAML of that name in the tasks directory
+    (when its ``scorer`` field still names the same class); None when it cannot be imported here."""
+    from vlmbench.errors import UserError
+    from vlmbench.tasks.registry import read_task_config, task_files
+
+    try:
+        path = task_files().get(task)
+        if path is None or read_task_config(path).scorer != spec:
+            return None
+        return resolve_scorer(spec, base_dir=path.parent, source=str(path))
+    except UserError as exc:
+        logger.debug("scorer %s of task %s is not available here: %s", spec, task, exc)
+        return None
+
+
+def scorer_of(task: str, result: Mapping[str, Any]) -> Scorer | None:
+    """The scorer of one task of a run: the recorded ``scorer`` (a built-in, or a class the task's YAML
+    in the tasks directory names), else the built-in named like the task, else the built-in whose
+    headline the run recorded. None when none applies (reports then use what results.json records)."""
+    spec = result.get("scorer")
+    if isinstance(spec, str) and spec:
+        return BUILTIN_SCORERS.get(spec) or _plugin_scorer(task, spec)
+    if task in BUILTIN_SCORERS:
+        return BUILTIN_SCORERS[task]
+    recorded = result.get("headline")
+    if isinstance(recorded, Mapping) and isinstance(recorded.get("metric"), str):
+        return builtin_by_headline(recorded["metric"])
+    return None
+
+
 def headline_of(task: str, result: Mapping[str, Any]) -> Headline:
-    """The task's headline from results.json, else the default for the task, else its first metric."""
+    """The task's headline: the metric results.json records, with its direction from the task's scorer
+    (results.json's own flag when the scorer is not available); without a recorded one the scorer's
+    default; else the first metric."""
+    scorer = scorer_of(task, result)
     spec = result.get("headline")
     if isinstance(spec, Mapping) and spec.get("metric"):
-        return Headline(str(spec["metric"]), bool(spec.get("higher_is_better", True)))
-    if task in DEFAULT_HEADLINES:
-        metric, higher = DEFAULT_HEADLINES[task]
-        return Headline(metric, higher)
+        metric = str(spec["metric"])
+        higher = scorer.direction(metric) if scorer is not None and scorer.knows(metric) else None
+        return Headline(metric, bool(spec.get("higher_is_better", True)) if higher is None else higher)
+    if scorer is not None:
+        return Headline(*scorer.headline())
     flat = flatten(result.get("metrics", {}))
     first = next(iter(flat), "score")
     return Headline(first, direction(first) is not False)
 
 
-def direction(metric: str) -> bool | None:
-    """True when higher is better, False when lower is better, None when neither (yes_ratio)."""
-    leaf = metric.rsplit(".", 1)[-1]
-    if leaf in _NEUTRAL:
-        return None
-    return leaf not in _LOWER_IS_BETTER
+def direction(
+    metric: str, scorer: Scorer | None = None, recorded: Mapping[str, Any] | None = None
+) -> Direction:
+    """True when higher is better, False when lower is better, None when neither (yes_ratio).
 
-
-def flatten(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested metric dict -> ``{"random.f1": 0.8, ...}`` (numeric leaves only, order kept)."""
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
+    From ``scorer`` when it knows the metric, else from the ``directions`` a results.json task
+    records, else from the built-in scorers by the metric's leaf name (True for a metric none knows)."""
+    if scorer is not None and scorer.knows(metric):
+        return scorer.direction(metric)
+    if isinstance(recorded, Mapping) and metric in recorded:
+        value = recorded[metric]
+        return value if isinstance(value, bool) else None
+    return builtin_direction(metric)
 
 
 def flatten_ci(ci95: Any) -> dict[str, tuple[float, float]]:
@@ -100,14 +125,6 @@ def ordered_metrics(task: str, metrics: Mapping[str, Any], headline: Headline) -
         names.remove(headline.metric)
         names.insert(0, headline.metric)
     return names
-
-
-def finite(value: Any) -> float | None:
-    """``value`` as a float when it is a finite number, else None."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    number = float(value)
-    return number if math.isfinite(number) else None
 
 
 def fmt_number(value: Any, digits: int = 3) -> str:

@@ -1,38 +1,28 @@
 """Paired comparison of two runs on the same samples (matched by ``question_id``).
 
-For every metric that can be recomputed from the per-sample rows (POPE from ``parsed`` /
-references / ``category``; CHAIR from ``mentioned`` / ``hallucinated``; mean-type metrics from the
-per-sample field of the same name, the headline falling back to ``score``) the delta
-``candidate - baseline`` gets a paired-bootstrap interval and p-value. Metrics that are means of
-a right/wrong outcome (POPE accuracy, CHAIR_s, exact match, ...) are tested with McNemar instead.
+For every metric that can be recomputed from the per-sample rows the delta ``candidate - baseline``
+gets a paired-bootstrap interval and p-value. The task's scorer does the recomputation
+(`vlmbench.metrics.scorer.Scorer.statistics`: POPE from ``parsed`` / references / ``category``;
+CHAIR from ``mentioned`` / ``hallucinated``; mean-type metrics from the per-sample field of the
+same name); a run whose scorer is not available here falls back to means of per-sample fields named
+like the metrics, the headline falling back to ``score``. Metrics that are means of a right/wrong
+outcome (POPE accuracy, CHAIR_s, exact match, ...) are tested with McNemar instead.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from vlmbench.metrics.chair import gt_objects as gt_objects  # re-exported for report.effects
+from vlmbench.metrics.registry import BUILTIN_SCORERS
+from vlmbench.metrics.scorer import SampleStats, Scorer, mean_statistics
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES, mcnemar, paired_bootstrap_statistics
-from vlmbench.report.metricspec import POPE_SPLITS, Headline, direction, finite, flatten, ordered_metrics
-
-Statistic = Callable[[np.ndarray], dict[str, np.ndarray]]
-
-
-@dataclass
-class SampleStats:
-    """Vectorised recomputation of a task's metrics from aligned per-sample rows.
-
-    ``compute(idx)`` takes an index matrix ``(k, n)`` and returns ``{metric: array (k,)}``;
-    ``binary[metric] = (outcome, mask)``: the metric is the mean of the boolean ``outcome`` over
-    the rows where ``mask`` holds, so McNemar applies.
-    """
-
-    compute: Statistic
-    binary: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+from vlmbench.report.metricspec import Headline, direction, flatten, ordered_metrics, scorer_of
 
 
 @dataclass(frozen=True)
@@ -78,143 +68,18 @@ class TaskComparison:
         return self.n_matched == self.n_baseline == self.n_candidate
 
 
-def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    return np.divide(num, den, out=np.zeros(np.broadcast(num, den).shape), where=den > 0)
-
-
-def _summed(indicators: Mapping[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
-    return {name: ind[idx].sum(axis=1) for name, ind in indicators.items()}
-
-
-def _yes_no(text: Any) -> int:
-    label = str(text).strip().lower()
-    return 1 if label.startswith("yes") else 0 if label.startswith("no") else -1
-
-
-def _pope_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
-    from vlmbench.metrics.pope import parse_yes_no
-
-    pred = np.empty(len(rows), dtype=np.int8)
-    gt = np.empty(len(rows), dtype=np.int8)
-    split = np.empty(len(rows), dtype=object)
-    for i, row in enumerate(rows):
-        parsed = row.get("parsed")
-        if parsed not in ("yes", "no", "unknown"):
-            parsed = parse_yes_no(str(row.get("prediction") or ""))
-        pred[i] = _yes_no(parsed)
-        refs = row.get("references")
-        answer = refs[0] if isinstance(refs, list) and refs else row.get("answer")
-        gt[i] = _yes_no(answer)
-        split[i] = row.get("category")
-    if np.any(gt < 0):
-        return None
-    groups: dict[str, np.ndarray] = {s: split == s for s in POPE_SPLITS if np.any(split == s)}
-    present = list(groups)
-    groups["all"] = np.ones(len(rows), dtype=bool)
-    right = pred == gt
-    indicators: dict[str, dict[str, np.ndarray]] = {}
-    for name, mask in groups.items():
-        indicators[name] = {
-            "n": mask.astype(np.float64),
-            "right": (mask & right).astype(np.float64),
-            "pred_yes": (mask & (pred == 1)).astype(np.float64),
-            "gt_yes": (mask & (gt == 1)).astype(np.float64),
-            "tp": (mask & (pred == 1) & (gt == 1)).astype(np.float64),
-            "unk": (mask & (pred == -1)).astype(np.float64),
-        }
-
-    def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
-        out: dict[str, np.ndarray] = {}
-        for name, ind in indicators.items():
-            c = _summed(ind, idx)
-            precision = _div(c["tp"], c["pred_yes"])
-            recall = _div(c["tp"], c["gt_yes"])
-            out[f"{name}.accuracy"] = _div(c["right"], c["n"])
-            out[f"{name}.precision"] = precision
-            out[f"{name}.recall"] = recall
-            out[f"{name}.f1"] = _div(2 * precision * recall, precision + recall)
-            out[f"{name}.yes_ratio"] = _div(c["pred_yes"], c["n"])
-            out[f"{name}.unknown"] = _div(c["unk"], c["n"])
-        if present:
-            out["f1_mean_of_splits"] = np.mean([out[f"{s}.f1"] for s in present], axis=0)
-        return out
-
-    binary = {f"{name}.accuracy": (right, mask) for name, mask in groups.items()}
-    return SampleStats(compute, binary)
-
-
-def gt_objects(row: Mapping[str, Any]) -> list[str] | None:
-    """An image's ground-truth objects: `gt_objects` when a row has it, else `references` (where the
-    runner's CHAIR sample logs keep them)."""
-    for key in ("gt_objects", "references"):
-        if isinstance(row.get(key), list):
-            return list(row[key])
-    return None
-
-
-def _chair_stats(rows: Sequence[Mapping[str, Any]]) -> SampleStats | None:
-    if not all(
-        isinstance(r.get("mentioned"), list) and isinstance(r.get("hallucinated"), list) for r in rows
-    ):
-        return None
-    mentions = np.array([len(r["mentioned"]) for r in rows], dtype=np.float64)
-    halluc = np.array([len(r["hallucinated"]) for r in rows], dtype=np.float64)
-    any_halluc = halluc > 0
-    gts = [gt_objects(r) for r in rows]
-    has_gt = all(gt is not None for gt in gts)
-    gt_n = np.array([len(gt or []) for gt in gts], dtype=np.float64)
-    covered = np.array(
-        [len(set(gt or []) & set(r["mentioned"])) for gt, r in zip(gts, rows, strict=True)], dtype=np.float64
-    )
-
-    def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
-        out = {
-            "chair_i": _div(halluc[idx].sum(axis=1), mentions[idx].sum(axis=1)),
-            "chair_s": any_halluc[idx].mean(axis=1),
-        }
-        if has_gt:
-            out["recall"] = _div(covered[idx].sum(axis=1), gt_n[idx].sum(axis=1))
-        return out
-
-    return SampleStats(compute, {"chair_s": (any_halluc, np.ones(len(rows), dtype=bool))})
-
-
-def _mean_stats(rows: Sequence[Mapping[str, Any]], names: Sequence[str], headline: str) -> SampleStats:
-    columns: dict[str, np.ndarray] = {}
-    for name in names:
-        if "." in name:
-            continue
-        values = [finite(r.get(name)) for r in rows]
-        if rows and all(v is not None for v in values):
-            columns[name] = np.array(values, dtype=np.float64)
-    if headline not in columns:
-        scores = [finite(r.get("score")) for r in rows]
-        if rows and all(v is not None for v in scores):
-            columns[headline] = np.array(scores, dtype=np.float64)
-    binary = {
-        name: (col >= 1.0, np.ones(col.size, dtype=bool))
-        for name, col in columns.items()
-        if np.all((col == 0.0) | (col == 1.0))
-    }
-
-    def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
-        return {name: col[idx].mean(axis=1) for name, col in columns.items()}
-
-    return SampleStats(compute, binary)
-
-
 def sample_stats(
-    task: str, rows: Sequence[Mapping[str, Any]], metric_names: Sequence[str], headline: str
+    task: str,
+    rows: Sequence[Mapping[str, Any]],
+    metric_names: Sequence[str],
+    headline: str,
+    scorer: Scorer | None = None,
 ) -> SampleStats:
-    """The recomputation for ``task`` (POPE and CHAIR need their task fields; else means)."""
-    special: SampleStats | None = None
-    if task == "pope" or headline == "f1_mean_of_splits":
-        special = _pope_stats(rows)
-    elif task == "chair" or headline == "chair_i":
-        special = _chair_stats(rows)
-    return special if special is not None else _mean_stats(rows, metric_names, headline)
+    """The recomputation of ``task``'s metrics from its sample rows: the scorer's (``scorer``, else the
+    built-in one named ``task``), or means of the per-sample fields when it has none for these rows."""
+    scorer = scorer if scorer is not None else BUILTIN_SCORERS.get(task)
+    special = scorer.statistics(rows) if scorer is not None else None
+    return special if special is not None else mean_statistics(rows, metric_names, headline)
 
 
 def id_examples(ids: set[str], limit: int) -> str:
@@ -276,6 +141,8 @@ def compare_task(
     p-value all describe the same samples.
     """
     a, b = match_rows(rows_a, rows_b)
+    scorer = scorer_of(task, result_a)
+    recorded = result_a.get("directions")
     metrics_a = flatten(result_a.get("metrics", {}))
     metrics_b = flatten(result_b.get("metrics", {}))
     names = ordered_metrics(task, {**result_a.get("metrics", {}), **result_b.get("metrics", {})}, headline)
@@ -284,8 +151,8 @@ def compare_task(
     boot: dict[str, tuple[float, tuple[float, float], float]] = {}
     stats_a = stats_b = None
     if n:
-        stats_a = sample_stats(task, a, names, headline.metric)
-        stats_b = sample_stats(task, b, names, headline.metric)
+        stats_a = sample_stats(task, a, names, headline.metric, scorer)
+        stats_b = sample_stats(task, b, names, headline.metric, scorer)
         boot = paired_bootstrap_statistics(
             n, stats_a.compute, stats_b.compute, n_resamples=n_resamples, seed=seed, alpha=alpha
         )
@@ -313,6 +180,6 @@ def compare_task(
             p = mcnemar(out_a[mask], out_b[mask])
             test = "mcnemar"
         is_headline = name == headline.metric
-        higher = headline.higher_is_better if is_headline else direction(name)
+        higher = headline.higher_is_better if is_headline else direction(name, scorer, recorded)
         rows.append(MetricDelta(name, base, cand, delta, ci, p, test, higher, is_headline))
     return TaskComparison(task, n, len(rows_a), len(rows_b), headline, rows)

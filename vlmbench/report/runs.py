@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vlmbench.errors import UserError
+from vlmbench.jsonl import read_rows
 
 RESULTS_FILE = "results.json"
 _SLUG_MAX = 80
@@ -71,7 +72,7 @@ class Run:
         """The rows of `samples/<task>.jsonl` ([] when the file does not exist)."""
         if task not in self._samples:
             path = self.samples_path(task)
-            self._samples[task] = read_jsonl(path) if path.is_file() else []
+            self._samples[task] = read_rows(path) if path.is_file() else []
         return self._samples[task]
 
 
@@ -104,25 +105,6 @@ def unique_slugs(runs: list[Run]) -> list[str]:
         seen.add(slug)
         slugs.append(slug)
     return slugs
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Parse a JSON Lines file (blank lines skipped); a bad line raises UserError naming file and line."""
-    rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(
-                    f"{path}:{number}: not valid JSON ({exc.msg}); the file may be truncated"
-                ) from exc
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{number}: expected a JSON object per line")
-            rows.append(row)
-    return rows
 
 
 def results_path(path: Path) -> Path:

@@ -1,25 +1,21 @@
-"""Rows of the report's sample browser: inlined thumbnails, outcome, highlighted hallucinations."""
+"""Rows of the report's sample browser: outcome, highlighted hallucinations, shared sample fields.
+
+Each sample (task, question id, prompt, references, image) is shown once, as a :class:`BrowserItem`;
+the runs' predictions for it follow as :class:`BrowserRow` entries, side by side. Thumbnails are
+named by content key (see :mod:`vlmbench.report.thumbnails`), so an image is stored once per page.
+"""
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vlmbench.report.metricspec import finite
 from vlmbench.report.runs import Run
-
-_IMAGE_TYPES = {
-    ".png": "image/png",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-}
-MAX_THUMBNAIL_BYTES = 256 * 1024
+from vlmbench.report.thumbnails import InlineThumbnails, ThumbnailStore, data_uri, read_image
 
 
 @dataclass(frozen=True)
@@ -35,7 +31,7 @@ class BrowserRow:
     run_index: int
     task: str
     question_id: str
-    thumbnail: str | None  # data: URI
+    thumb: str | None  # content key of the thumbnail (see vlmbench.report.thumbnails)
     prompt: str
     references: list[str]
     segments: list[Segment]
@@ -63,16 +59,8 @@ class BrowserTask:
 
 def thumbnail_uri(run_dir: Path, relative: Any) -> str | None:
     """The thumbnail as a data: URI, or None (missing, outside the run directory, too big, not an image)."""
-    if not isinstance(relative, str) or not relative:
-        return None
-    base = run_dir.resolve()
-    path = (base / relative).resolve()
-    mime = _IMAGE_TYPES.get(path.suffix.lower())
-    if mime is None or not path.is_relative_to(base) or not path.is_file():
-        return None
-    if path.stat().st_size > MAX_THUMBNAIL_BYTES:
-        return None
-    return f"data:{mime};base64,{base64.b64encode(path.read_bytes()).decode('ascii')}"
+    image = read_image(run_dir, relative)
+    return None if image is None else data_uri(image)
 
 
 def highlight(text: str, objects: Sequence[str]) -> list[Segment]:
@@ -121,8 +109,11 @@ def _strings(value: Any) -> list[str]:
     return [] if value is None else [str(value)]
 
 
-def browser_rows(run: Run, run_index: int, task: str, limit: int) -> BrowserTask:
-    """The first ``limit`` samples of ``task`` in ``run`` as browser rows."""
+def browser_rows(
+    run: Run, run_index: int, task: str, limit: int, thumbs: ThumbnailStore | None = None
+) -> BrowserTask:
+    """The first ``limit`` samples of ``task`` in ``run`` as browser rows (thumbnails go into ``thumbs``)."""
+    thumbs = InlineThumbnails() if thumbs is None else thumbs
     samples = run.samples(task)
     rows: list[BrowserRow] = []
     for row in samples[: max(limit, 0)]:
@@ -133,7 +124,7 @@ def browser_rows(run: Run, run_index: int, task: str, limit: int) -> BrowserTask
                 run_index=run_index,
                 task=task,
                 question_id=str(row.get("question_id")),
-                thumbnail=thumbnail_uri(run.dir, row.get("thumbnail")),
+                thumb=thumbs.add(run.dir, row.get("thumbnail")),
                 prompt=str(row.get("prompt") or ""),
                 references=_strings(row.get("references")),
                 segments=highlight(str(row.get("prediction") or ""), hallucinated),
@@ -148,3 +139,39 @@ def browser_rows(run: Run, run_index: int, task: str, limit: int) -> BrowserTask
             )
         )
     return BrowserTask(run_index, task, len(samples), rows)
+
+
+@dataclass
+class BrowserItem:
+    """One sample as the browser shows it: the fields every run shares, then each run's row."""
+
+    task: str
+    question_id: str
+    split: str
+    prompt: str
+    references: list[str]
+    thumb: str | None
+    rows: list[BrowserRow] = field(default_factory=list)
+
+
+def browser_items(tasks: Sequence[BrowserTask], task_order: Sequence[str]) -> list[BrowserItem]:
+    """Group the rows of every run by sample, tasks in ``task_order``, samples in order of first sight.
+
+    Rows are grouped only when they agree on everything shown once (prompt, references, split,
+    image); runs that saw a different sample under the same question id get their own item.
+    """
+    items: dict[tuple[Any, ...], BrowserItem] = {}
+    rank = {name: i for i, name in enumerate(task_order)}
+    ordered = sorted(tasks, key=lambda bt: (rank.get(bt.task, len(rank)), bt.run_index))
+    for bt in ordered:
+        for row in bt.rows:
+            key = (row.task, row.question_id, row.split, row.prompt, tuple(row.references), row.thumb)
+            item = items.get(key)
+            if item is None:
+                item = items[key] = BrowserItem(
+                    row.task, row.question_id, row.split, row.prompt, row.references, row.thumb
+                )
+            item.rows.append(row)
+    for item in items.values():
+        item.rows.sort(key=lambda r: r.run_index)
+    return list(items.values())

@@ -1,6 +1,7 @@
 """Jinja2 setup shared by the report and the leaderboard: autoescaping on, safe JSON in <script>.
 
-Templates and static assets live at the repository root in ``reports/`` and ``leaderboard/``.
+Templates and static assets live at the repository root in ``reports/`` and ``leaderboard/`` (a wheel
+carries a copy; `vlmbench.resources` finds either).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from markupsafe import Markup
 
-from vlmbench.errors import UserError
 from vlmbench.report.metricspec import fmt_count, fmt_number, fmt_p
+from vlmbench.resources import bundled_dir
 
 # Characters that must not appear raw inside an inline <script> (HTML parser / JS line terminators).
 _SCRIPT_ESCAPES = {
@@ -28,14 +29,8 @@ _SCRIPT_ESCAPES = {
 
 
 def asset_dir(name: str) -> Path:
-    """``reports/`` or ``leaderboard/`` of this checkout; UserError when the package was installed without them."""
-    folder = Path(__file__).resolve().parents[2] / name
-    if not folder.is_dir():
-        raise UserError(
-            f"template folder {folder} is missing; install vlmbench from a source checkout (pip install -e .) "
-            "so that reports/ and leaderboard/ are available"
-        )
-    return folder
+    """``reports/`` or ``leaderboard/`` (see `vlmbench.resources`); UserError when neither copy exists."""
+    return bundled_dir(name)
 
 
 def _json_ready(value: Any) -> Any:
@@ -50,8 +45,11 @@ def _json_ready(value: Any) -> Any:
 
 
 def json_text(value: Any, *, indent: int | None = None) -> str:
-    """Plain JSON text (for data.json files)."""
-    return json.dumps(_json_ready(value), ensure_ascii=False, indent=indent, allow_nan=False)
+    """Plain JSON text (for data.json files); compact (no spaces after separators) unless ``indent``."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    return json.dumps(
+        _json_ready(value), ensure_ascii=False, indent=indent, separators=separators, allow_nan=False
+    )
 
 
 def script_json(value: Any) -> Markup:

@@ -2,8 +2,10 @@
 
 Every image is encoded on its own (its tiles as one encoder batch), so its visual tokens are the
 same bits whichever batch or rank first meets it; the LLM then runs on whole pre-formed batches
-(see `plan.py`). A sample that fails — unreadable image, size outside the strategy's limits, an
-exception in the model — is recorded with its error and the rest of the batch goes on.
+(see `plan.py`). A multi-image sample's images are encoded and cached one by one (a cache key per
+image) and reach the model as a list, one per `<image>` of its prompt. A sample that fails —
+unreadable image, size outside the strategy's limits, an exception in the model — is recorded with
+its error and the rest of the batch goes on. The model is used only through `EvalModel`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import torch
 
+from vlmbench.modeling.interface import EvalModel
 from vlmbench.runner.logs import PredictionLog
 from vlmbench.runner.plan import Batch
 
@@ -67,7 +70,7 @@ class ShardStats:
 
 
 def run_batches(
-    model: Any,
+    model: EvalModel,
     samples: dict[str, Any],
     batches: Sequence[Batch],
     done: set[str],
@@ -92,11 +95,29 @@ def run_batches(
     return stats
 
 
-def _visual_for(model: Any, sample: Any, cache: FeatureCache) -> tuple[Any, dict[str, Any]]:
-    cached = cache.get(sample.image_key)
+def _visual_for(model: EvalModel, sample: Any, cache: FeatureCache) -> tuple[Any, dict[str, Any]]:
+    """The sample's visual input — one image's visual tokens, or a list for a multi-image sample —
+    and what the log records about its images (summed over images: tiles, visual tokens)."""
+    parts = [_image_visual(model, sample, index, cache) for index in range(len(sample.image_keys))]
+    if len(parts) == 1:
+        return parts[0]
+    info = {
+        "image_size": parts[0][1]["image_size"],
+        "image_sizes": [part["image_size"] for _, part in parts],
+        "tiles": sum(part["tiles"] for _, part in parts),
+        "visual_tokens": sum(part["visual_tokens"] for _, part in parts),
+        "visual_tokens_each": [part["visual_tokens"] for _, part in parts],
+    }
+    return [visual for visual, _ in parts], info
+
+
+def _image_visual(model: EvalModel, sample: Any, index: int, cache: FeatureCache) -> tuple[Any, dict[str, Any]]:
+    """One image of a sample: encoded once, then served from the cache under its own key."""
+    key = sample.image_keys[index]
+    cached = cache.get(key)
     if cached is not None:
         return cached
-    image = sample.load_image()  # SampleError on unreadable images
+    image = sample.images[index].load(sample.question_id)  # SampleError on unreadable images
     prepared = model.prepare_image(image)
     visual = model.encode([prepared])[0]
     info = {
@@ -104,12 +125,12 @@ def _visual_for(model: Any, sample: Any, cache: FeatureCache) -> tuple[Any, dict
         "tiles": len(prepared.plan.tile_sizes),
         "visual_tokens": int(visual.shape[0]),
     }
-    cache.put(sample.image_key, (visual, info))
+    cache.put(key, (visual, info))
     return visual, info
 
 
 def _answer_batch(
-    model: Any, todo: list[Any], settings: AnswerSettings, cache: FeatureCache, stats: ShardStats
+    model: EvalModel, todo: list[Any], settings: AnswerSettings, cache: FeatureCache, stats: ShardStats
 ) -> list[dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
     ready: list[tuple[Any, Any, dict[str, Any]]] = []
@@ -147,8 +168,8 @@ def _answer_batch(
     return [records[s.question_id] for s in todo]
 
 
-def _infer(model: Any, items: list[tuple[Any, Any, dict[str, Any]]], settings: AnswerSettings) -> list[dict[str, Any]]:
-    prompts = [model.format_prompt(sample.prompt) for sample, _, _ in items]
+def _infer(model: EvalModel, items: list[tuple[Any, Any, dict[str, Any]]], settings: AnswerSettings) -> list[dict[str, Any]]:
+    prompts = [model.format_prompt(sample.prompt, n_images=len(sample.image_keys)) for sample, _, _ in items]
     visual = [v for _, v, _ in items]
     if settings.mode == "choices":
         logprobs = model.score_choices(None, prompts, list(settings.choices), visual=visual)
@@ -169,7 +190,7 @@ def _describe(exc: Exception) -> str:
     return f"{type(exc).__name__}: {text}"[:500]
 
 
-def probe_batch_size(model: Any, samples: Sequence[Any], settings: AnswerSettings, limit: int = 256) -> int:
+def probe_batch_size(model: EvalModel, samples: Sequence[Any], settings: AnswerSettings, limit: int = 256) -> int:
     """The largest power-of-two batch (≤ limit) whose inference fits in accelerator memory.
 
     Runs the task's own first sample, repeated, at doubling batch sizes until the device reports

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from vlmbench.jsonl import iter_rows
+
 
 def log_path(run_dir: Path, task: str, rank: int) -> Path:
     return run_dir / "logs" / f"{task}.rank{rank}.jsonl"
@@ -48,15 +50,8 @@ def read_logs(run_dir: Path, task: str) -> dict[str, dict[str, Any]]:
     """Every finished record of a task over all rank logs (any world size), by question id."""
     records: dict[str, dict[str, Any]] = {}
     for path in sorted((run_dir / "logs").glob(f"{task}.rank*.jsonl")):
-        with open(path, encoding="utf-8") as handle:
-            for line in handle:
-                if not line.endswith("\n"):
-                    break  # torn write from a killed process
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:
-                    continue
-                records.setdefault(record["question_id"], record)
+        for _, record in iter_rows(path, tolerant=True):  # a torn last line: that batch is recomputed
+            records.setdefault(record["question_id"], record)
     return records
 
 

@@ -43,7 +43,8 @@ def make_batches(
 ) -> list[Batch]:
     """Sort by (shape, first appearance of the image, original position) and chunk.
 
-    Keeping an image's questions adjacent makes the per-image feature cache hit."""
+    Keeping an image's questions adjacent makes the per-image feature cache hit (for a multi-image
+    sample, its first image decides; the others are cached under their own keys all the same)."""
     first_seen: dict[str, int] = {}
     for position, sample in enumerate(samples):
         first_seen.setdefault(sample.image_key, position)

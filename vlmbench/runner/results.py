@@ -1,4 +1,7 @@
-"""Scoring gathered predictions and writing `results.json` and `samples/<task>.jsonl` (DESIGN.md)."""
+"""Scoring gathered predictions and writing `results.json` and `samples/<task>.jsonl` (DESIGN.md).
+
+What the numbers mean (conventions, per-sample outcome, headline) is the task's scorer's
+(`vlmbench.metrics.scorer.Scorer`); this module only moves rows between the logs and the scorer."""
 
 from __future__ import annotations
 
@@ -9,45 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-CONVENTIONS: dict[str, str] = {
-    "pope": (
-        "Official POPE parsing (first sentence, commas removed, 'no'/'not' -> no, else yes; empty -> unknown). "
-        "yes_ratio is the share of predicted yes; unknown answers are wrong and not yes. "
-        "f1_mean_of_splits as LLaVA-1.5/InternVL report it."
-    ),
-    "docvqa": "ANLS with threshold 0.5 (similarity below 0.5 -> 0), max over reference answers, case-insensitive.",
-    "textvqa": "Official VQA normalisation; accuracy = mean over 10 leave-one-out subsets of min(1, matches/3).",
-    "vqav2": "Official VQA normalisation; accuracy = mean over 10 leave-one-out subsets of min(1, matches/3).",
-    "chartqa": "Relaxed accuracy: numbers within 5% relative error (trailing % read as a fraction), else exact match.",
-    "ocr": "Exact match after whitespace normalisation (case-sensitive); CER = edit distance / reference length, clipped to 1.",
-    "chair": "CHAIR (Rohrbach et al. 2018) with the 80 COCO categories and their synonym lists; lower is better.",
-}
-
 ERROR_NOTE = (
     "Samples whose image or inference failed are scored as empty predictions (counted in n and errors); "
     "malformed rows are counted in errors and left out of the metrics."
 )
-
-
-def per_sample_outcome(task_scorer: str, fields: dict[str, Any]) -> tuple[float, bool | None]:
-    """(score, correct): the per-sample headline value (higher is better) used by reports and `check`."""
-    if task_scorer == "pope":
-        correct = bool(fields.get("correct"))
-        return float(correct), correct
-    if task_scorer == "chair":
-        clean = not fields.get("hallucinated")
-        return float(clean), clean
-    if task_scorer == "docvqa":
-        return float(fields.get("anls", 0.0)), None
-    if task_scorer in ("textvqa", "vqav2"):
-        return float(fields.get("accuracy", 0.0)), None
-    if task_scorer == "chartqa":
-        value = float(fields.get("relaxed_accuracy", 0.0))
-        return value, value >= 1.0
-    if task_scorer == "ocr":
-        value = float(fields.get("exact_match", 0.0))
-        return value, value >= 1.0
-    return float(fields.get("score", 0.0)), None
 
 
 def score_records(adapter: Any, samples: list[Any], records: dict[str, dict[str, Any]], seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -60,14 +28,17 @@ def score_records(adapter: Any, samples: list[Any], records: dict[str, dict[str,
         if sample.meta.get("error"):
             continue
         record = records[sample.question_id]
-        rows.append({**sample.reference_row(), "question_id": sample.question_id, "prediction": record.get("prediction") or ""})
+        row = {**sample.reference_row(), "question_id": sample.question_id, "prediction": record.get("prediction") or ""}
+        if "choice_logprobs" in record:  # POPE's ROC-AUC reads them (choices mode)
+            row["choice_logprobs"] = record["choice_logprobs"]
+        rows.append(row)
     scored = adapter.score(rows, seed=seed)
     per_sample = {str(item["question_id"]): item for item in scored.get("per_sample", [])}
     sample_rows = []
     for sample in samples:
         record = records[sample.question_id]
         fields = {k: v for k, v in per_sample.get(sample.question_id, {}).items() if k not in ("question_id", "prediction")}
-        score, correct = per_sample_outcome(adapter.config.scorer, fields)
+        score, correct = adapter.scorer.outcome(fields)
         row = {
             "question_id": sample.question_id,
             "image_key": sample.image_key,
@@ -80,7 +51,9 @@ def score_records(adapter: Any, samples: list[Any], records: dict[str, dict[str,
             **{k: v for k, v in sample.meta.items() if k in ("category", "font_px", "split")},
             **fields,
         }
-        for key in ("choice_logprobs", "visual_tokens", "tiles", "image_size"):
+        if len(sample.image_keys) > 1:  # multi-image samples: every image's key and per-image counts
+            row["image_keys"] = sample.image_keys
+        for key in ("choice_logprobs", "visual_tokens", "tiles", "image_size", "image_sizes", "visual_tokens_each"):
             if key in record:
                 row[key] = record[key]
         sample_rows.append(row)
@@ -125,3 +98,31 @@ def write_results(run_dir: Path, results: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(results, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
+
+
+def headline_record(adapter: Any) -> dict[str, Any]:
+    """results.json's ``headline`` for a task: the YAML's ``primary_metric`` (else the scorer's default)
+    with the direction the scorer gives that metric. A metric the scorer does not report is a
+    `UserError` naming the YAML, raised before any inference when the runner calls this up front."""
+    from vlmbench.errors import UserError
+
+    scorer = adapter.scorer
+    try:
+        metric, higher = scorer.headline(adapter.config.primary_metric)
+    except ValueError as exc:
+        source = adapter.source_file or f"task '{adapter.config.name}'"
+        raise UserError(f"{source}: field 'primary_metric': {exc}") from exc
+    return {"metric": metric, "higher_is_better": higher}
+
+
+def scorer_record(adapter: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """What a task's results.json entry records about its scorer (additions), so reports can fall
+    back on it where the scorer cannot be imported: its ``scorer`` spec, the ``headline``, the
+    ``directions`` of its metrics and the ``conventions`` text."""
+    scorer = adapter.scorer
+    return {
+        "scorer": adapter.config.scorer,
+        "headline": headline_record(adapter),
+        "directions": scorer.directions_of(metrics),
+        "conventions": f"{scorer.conventions} {ERROR_NOTE}".strip(),
+    }

@@ -2,7 +2,8 @@
 
 Flow per task: every rank loads the samples (rank 0 first, so a synthetic set is generated once),
 forms the same global batches, answers its own share into its own log, then rank 0 gathers the
-logs, scores, and writes `samples/<task>.jsonl`; finally `results.json` and `report.html`.
+logs, scores, and writes `samples/<task>.jsonl`; finally `results.json`. The HTML report is rendered
+by the caller (`vlmbench.commands.run`) from the finished run directory.
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ from typing import Any
 import torch
 
 from vlmbench import __version__
+from vlmbench.distributed import DistContext, init_distributed, shutdown
 from vlmbench.errors import UserError
-from vlmbench.metrics.headlines import HEADLINES
+from vlmbench.modeling.interface import EvalModel
+from vlmbench.resources import checkout_root
 from vlmbench.runner import state
-from vlmbench.runner.distributed import DistContext, init_distributed, shutdown
 from vlmbench.runner.engine import AnswerSettings, FeatureCache, run_batches
 from vlmbench.runner.logs import PredictionLog, log_path, read_logs
 from vlmbench.runner.plan import batches_for_rank, image_size_of, make_batches
 from vlmbench.runner.results import (
-    CONVENTIONS,
-    ERROR_NOTE,
+    headline_record,
     score_records,
+    scorer_record,
     write_results,
     write_samples,
     write_thumbnails,
@@ -61,7 +63,6 @@ class RunOptions:
     answer_mode: str | None = None  # force "generate" (or "choices") for every task
     feature_cache: bool = True
     dist_timeout_s: float = 1800.0
-    report: bool = True
     synthetic_n: int | None = None
     attn_implementation: str | None = None  # hf: models only (sdpa | eager | flash_attention_2)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -77,12 +78,14 @@ def run_evaluation(opts: RunOptions) -> Path:
 
 
 def _run(opts: RunOptions, ctx: DistContext) -> Path:
-    from vlmbench.modeling.presets import load_model
+    from vlmbench.modeling.resolve import load_model
     from vlmbench.tasks.registry import load_task
 
     if not opts.tasks:
         raise UserError("--tasks is empty: give a comma-separated list, e.g. --tasks pope,docvqa (see `vlmbench tasks`)")
     adapters = {name: load_task(name) for name in opts.tasks}
+    for adapter in adapters.values():
+        headline_record(adapter)  # an unknown scorer or primary_metric fails before any inference
     data_dirs = _data_dirs(opts)
     dtype = _dtype(opts.dtype)
 
@@ -161,8 +164,6 @@ def _run(opts: RunOptions, ctx: DistContext) -> Path:
     if ctx.is_main:
         results = _results_document(opts, ctx, loaded, run_dir, task_results, totals, cache_stats, adapters)
         write_results(run_dir, results)
-        if opts.report:
-            _write_report(run_dir)
         manifest_now = state.read_manifest(run_dir) or {}
         state.write_manifest(run_dir, {**manifest_now, "status": "finished", "finished": _now()})
         _print_table(results)
@@ -199,20 +200,18 @@ def _settings(config: Any, forced: str | None) -> AnswerSettings:
     return AnswerSettings(mode=mode, choices=tuple(config.choices), max_new_tokens=config.max_new_tokens, stop=tuple(config.stop))
 
 
-def _shape_key(model: Any):
-    """Group samples by encoder inputs (tiles / tokens) and prompt length."""
-    resolution = getattr(model, "resolution", None)
+def _shape_key(model: EvalModel):
+    """Group samples by image count, visual tokens of the (first) image and prompt length."""
 
     def key(sample: Any) -> tuple[int, ...]:
         tokens = 0
-        if resolution is not None:
-            size = image_size_of(sample)
-            if size is not None:
-                try:
-                    tokens = model.visual_tokens_for(resolution.plan(*size))
-                except Exception:  # noqa: BLE001 - reported when the sample is run
-                    tokens = 0
-        return (tokens, len(sample.prompt) // 16)
+        size = image_size_of(sample)
+        if size is not None:
+            try:
+                tokens = model.visual_tokens_reference(*size)
+            except Exception:  # noqa: BLE001 - reported when the sample is run
+                tokens = 0
+        return (len(sample.image_keys), tokens, len(sample.prompt) // 16)
 
     return key
 
@@ -230,7 +229,7 @@ def _batch_size(value: str, ctx: DistContext) -> int | None:
     return size
 
 
-def _probe(ctx: DistContext, model: Any, samples: list[Any], settings: AnswerSettings) -> int:
+def _probe(ctx: DistContext, model: EvalModel, samples: list[Any], settings: AnswerSettings) -> int:
     """`--batch-size auto` on CUDA: rank 0 probes, every rank uses its answer (batches must agree)."""
     from vlmbench.runner.engine import probe_batch_size
 
@@ -296,9 +295,12 @@ def _finish_task(
     scored, rows = score_records(adapter, samples, records, opts.seed)
     write_thumbnails(run_dir, samples, rows)
     write_samples(run_dir, adapter.config.name, rows)
-    default_metric, higher = HEADLINES.get(adapter.config.scorer, (next(iter(scored["metrics"])), True))
-    headline = adapter.config.primary_metric or default_metric  # the task YAML names it
-    unique_tokens = {r["image_key"]: r.get("visual_tokens") for r in rows if r.get("visual_tokens") is not None}
+    unique_tokens = {  # per image, also for multi-image samples (their row holds each image's count)
+        key: count
+        for r in rows
+        if r.get("visual_tokens") is not None
+        for key, count in zip(r.get("image_keys") or [r["image_key"]], r.get("visual_tokens_each") or [r["visual_tokens"]], strict=True)
+    }
     tokens = list(unique_tokens.values())
     computed = sum(part["samples"] for part in gathered)
     return {
@@ -306,10 +308,9 @@ def _finish_task(
         "ci95": scored["ci95"],
         "n": len(samples),
         "errors": sum(1 for r in rows if r["error"]),
-        "headline": {"metric": headline, "higher_is_better": higher},
         "answer_mode": _settings(adapter.config, opts.answer_mode).mode,
         "data": {"source": info.source, "fingerprint": info.fingerprint, "synthetic": bool(info.synthetic), **_meta(info)},
-        "conventions": CONVENTIONS.get(adapter.config.scorer, "") + " " + ERROR_NOTE,
+        **scorer_record(adapter, scored["metrics"]),
         "visual_tokens_per_image": _spread(tokens),
         "throughput": {"samples_computed": computed, "wall_s": round(wall, 3), "samples_per_s": round(computed / wall, 3) if wall else None},
     }
@@ -390,12 +391,19 @@ def _environment(ctx: DistContext) -> dict[str, Any]:
 
 
 def _git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[2]
+    """HEAD of the vlmbench checkout the code runs from; None for an installed wheel or no git.
+
+    Only the checkout's own ``.git`` counts: a wheel installed into a venv that happens to sit
+    inside some other repository must not report that repository's commit.
+    """
+    root = checkout_root()
+    if root is None or not (root / ".git").exists():
+        return None
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
 def _model_identity(opts: RunOptions, loaded: Any) -> dict[str, Any]:
@@ -423,26 +431,6 @@ def _fingerprint(value: Any) -> str:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _write_report(run_dir: Path) -> None:
-    try:
-        from vlmbench.report.html import render_report
-    except ModuleNotFoundError:
-        (run_dir / "report.html").write_text(_minimal_report(run_dir))
-        return
-    render_report([run_dir], run_dir / "report.html")
-
-
-def _minimal_report(run_dir: Path) -> str:
-    import html
-
-    results = json.loads((run_dir / "results.json").read_text())
-    rows = "".join(
-        f"<tr><td>{html.escape(t)}</td><td>{html.escape(json.dumps(r['metrics']))}</td><td>{r['n']}</td><td>{r['errors']}</td></tr>"
-        for t, r in results["tasks"].items()
-    )
-    return f"<!doctype html><meta charset=utf-8><title>vlmbench</title><table>{rows}</table>"
 
 
 def _print_table(results: dict[str, Any]) -> None:

@@ -7,57 +7,35 @@ a family whose rows need custom parsing has its own module ``vlmbench/tasks/<fam
 ``Adapter`` (pope, chair, vqav2), named by the YAML's ``adapter`` field ("generic" names this one).
 
 Where the YAML files are found (see `vlmbench.tasks.registry.default_tasks_dir`): an explicit
-``tasks_dir`` argument, else ``$VLMBENCH_TASKS_DIR``, else ``Path(vlmbench.__file__).parents[1] / "tasks"``
-(the canonical copies, which is where they are for a source checkout and an editable install), else a
-copy shipped inside the package as ``vlmbench/task_configs/`` read through `importlib.resources`
-(for a wheel: the build must copy ``tasks/*.yaml`` there as package data). Keeping one canonical copy
-in ``tasks/`` means a task is edited in one place.
+``tasks_dir`` argument, else ``$VLMBENCH_TASKS_DIR``, else the bundled ``tasks/`` folder as
+`vlmbench.resources` finds it: the checkout's own (source checkout, editable install), else the copy
+that the wheel build puts inside the package. Keeping one canonical copy in ``tasks/`` means a task is
+edited in one place.
 
-Column roles (the keys of ``columns`` in the YAML; values are the release's column names):
-``question_id``, ``question``, ``answer`` (one string), ``answers`` (a list), ``image``,
-``image_key`` (a column identifying the image, for feature caching; optional: when the data lacks it the
-image bytes are hashed), ``category`` (pope split), ``gt_objects`` (chair). Without a ``question_id``
-role the row number (file order) is the question id.
+The YAML schema and its column roles are in `vlmbench.tasks.config`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from vlmbench.data.loaders import default_cache_dir  # noqa: F401 - re-exported: where tasks cache their data
 from vlmbench.errors import UserError
+from vlmbench.tasks.config import TaskConfig, field_error
 
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
     from vlmbench.data.loaders import ReleaseTable
+    from vlmbench.metrics.scorer import Scorer
 
 logger = logging.getLogger(__name__)
-
-ANSWER_MODES: tuple[str, ...] = ("generate", "choices")
-COLUMN_ROLES: tuple[str, ...] = (
-    "question_id",
-    "question",
-    "answer",
-    "answers",
-    "image",
-    "image_key",
-    "category",
-    "gt_objects",
-)
-
-
-def default_cache_dir() -> Path:
-    """Where vlmbench keeps generated data and other caches: ``$VLMBENCH_CACHE`` or ``~/.cache/vlmbench``."""
-    env = os.environ.get("VLMBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "vlmbench"
 
 
 class SampleError(Exception):
@@ -69,188 +47,18 @@ class MalformedRow(Exception):
 
 
 @dataclass(frozen=True)
-class TaskConfig:
-    """One task, as declared in ``tasks/<name>.yaml``. Build it with `parse_task_config`."""
+class SampleImage:
+    """One image of a sample, undecoded: its feature-cache key and its bytes or file path."""
 
-    name: str
-    description: str
-    adapter: str
-    hf_dataset: str | None
-    split: str
-    columns: dict[str, str]
-    prompt_template: str
-    max_new_tokens: int
-    stop: tuple[str, ...]
-    answer_mode: str
-    choices: tuple[str, ...]
-    scorer: str
-    synthetic_n: int
-    synthetic_seed: int
-    # optional fields (defaults apply when the YAML omits them)
-    hf_config: str | None = None
-    primary_metric: str = ""
-    meta_columns: tuple[str, ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict of every field (tuples as lists)."""
-        out = dataclasses.asdict(self)
-        for key, value in out.items():
-            if isinstance(value, tuple):
-                out[key] = list(value)
-        return out
-
-    def build_prompt(self, question: str) -> str:
-        """The model's prompt for one question."""
-        return self.prompt_template.format(question=question)
-
-
-_REQUIRED_FIELDS: tuple[str, ...] = (
-    "name",
-    "description",
-    "adapter",
-    "hf_dataset",
-    "split",
-    "columns",
-    "prompt_template",
-    "max_new_tokens",
-    "answer_mode",
-    "scorer",
-    "primary_metric",
-    "synthetic_n",
-    "synthetic_seed",
-)
-_OPTIONAL_FIELDS: tuple[str, ...] = ("stop", "choices", "hf_config", "meta_columns")
-
-
-def _field_error(source: str, name: str, problem: str) -> UserError:
-    return UserError(f"{source}: field '{name}': {problem}")
-
-
-def _get_str(data: Mapping[str, Any], key: str, source: str, *, nullable: bool = False) -> str | None:
-    value = data.get(key)
-    if value is None and nullable:
-        return None
-    if not isinstance(value, str) or not value.strip():
-        expected = "a non-empty string or null" if nullable else "a non-empty string"
-        raise _field_error(source, key, f"expected {expected}, got {value!r}")
-    return value
-
-
-def _get_int(data: Mapping[str, Any], key: str, source: str, minimum: int) -> int:
-    value = data.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise _field_error(source, key, f"expected an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _get_str_list(data: Mapping[str, Any], key: str, source: str) -> tuple[str, ...]:
-    value = data.get(key)
-    if value is None:
-        return ()
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise _field_error(source, key, f"expected a list of non-empty strings, got {value!r}")
-    return tuple(value)
-
-
-def parse_task_config(data: Any, source: str | Path, expected_name: str | None = None) -> TaskConfig:
-    """Validate a parsed YAML mapping into a `TaskConfig`; every problem is a `UserError` naming
-    ``source`` (the file) and the field."""
-    src = str(source)
-    if not isinstance(data, dict):
-        raise UserError(
-            f"{src}: expected a mapping of task fields at the top level, got {type(data).__name__}"
-        )
-    allowed = set(_REQUIRED_FIELDS) | set(_OPTIONAL_FIELDS)
-    unknown = sorted(str(k) for k in data if k not in allowed)
-    if unknown:
-        raise UserError(
-            f"{src}: unknown field(s) {', '.join(repr(k) for k in unknown)}; "
-            f"allowed fields: {', '.join(sorted(allowed))}"
-        )
-    missing = [k for k in _REQUIRED_FIELDS if k not in data]
-    if missing:
-        raise UserError(f"{src}: missing field(s) {', '.join(repr(k) for k in missing)}")
-
-    name = _get_str(data, "name", src)
-    assert name is not None
-    if expected_name is not None and name != expected_name:
-        raise _field_error(src, "name", f"'{name}' does not match the file name '{expected_name}'")
-    columns = data["columns"]
-    if (
-        not isinstance(columns, dict)
-        or not columns
-        or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in columns.items())
-    ):
-        raise _field_error(src, "columns", f"expected a mapping role -> release column name, got {columns!r}")
-    bad_roles = sorted(set(columns) - set(COLUMN_ROLES))
-    if bad_roles:
-        raise _field_error(
-            src, "columns", f"unknown role(s) {', '.join(bad_roles)}; known roles: {', '.join(COLUMN_ROLES)}"
-        )
-    template = _get_str(data, "prompt_template", src)
-    assert template is not None
-    try:
-        template.format(question="?")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise _field_error(
-            src,
-            "prompt_template",
-            f"only the placeholder {{question}} is allowed ({exc!r}); write {{{{ for a brace",
-        ) from None
-    answer_mode = _get_str(data, "answer_mode", src)
-    if answer_mode not in ANSWER_MODES:
-        raise _field_error(
-            src, "answer_mode", f"expected one of {', '.join(ANSWER_MODES)}, got {answer_mode!r}"
-        )
-    choices = _get_str_list(data, "choices", src)
-    if answer_mode == "choices" and len(choices) < 2:
-        raise _field_error(src, "choices", "answer_mode 'choices' needs at least two choices")
-    if answer_mode == "generate" and choices:
-        raise _field_error(src, "choices", "choices are only used with answer_mode 'choices'")
-    description = data["description"]
-    if not isinstance(description, str):
-        raise _field_error(src, "description", f"expected a string, got {description!r}")
-    return TaskConfig(
-        name=name,
-        description=" ".join(description.split()),
-        adapter=_get_str(data, "adapter", src) or "",
-        hf_dataset=_get_str(data, "hf_dataset", src, nullable=True),
-        split=_get_str(data, "split", src) or "",
-        columns=dict(columns),
-        prompt_template=template,
-        max_new_tokens=_get_int(data, "max_new_tokens", src, 1),
-        stop=_get_str_list(data, "stop", src),
-        answer_mode=answer_mode,
-        choices=choices,
-        scorer=_get_str(data, "scorer", src) or "",
-        synthetic_n=_get_int(data, "synthetic_n", src, 1),
-        synthetic_seed=_get_int(data, "synthetic_seed", src, 0),
-        hf_config=_get_str(data, "hf_config", src, nullable=True),
-        primary_metric=_get_str(data, "primary_metric", src) or "",
-        meta_columns=_get_str_list(data, "meta_columns", src),
-    )
-
-
-@dataclass
-class Sample:
-    """One evaluation item: an image, the prompt and the references it is scored against."""
-
-    question_id: str
-    image_key: str
-    question: str
-    prompt: str
-    references: list[str]
-    meta: dict[str, Any]
+    key: str
     image_bytes: bytes | None = field(default=None, repr=False)
     image_path: str | None = None
-    reference_fields: dict[str, Any] = field(default_factory=dict)
-    """The task-specific fields of `reference_row` (answer/answers/category/gt_objects)."""
 
-    def load_image(self) -> PILImage.Image:
-        """Decode the image as RGB; a missing or corrupt image raises `SampleError`."""
+    def load(self, question_id: str) -> PILImage.Image:
+        """Decode as RGB; a missing or corrupt image raises `SampleError` naming the question."""
         from PIL import Image
 
-        prefix = f"cannot read image for question_id {self.question_id}"
+        prefix = f"cannot read image for question_id {question_id}"
         try:
             if self.image_bytes is not None:
                 with Image.open(io.BytesIO(self.image_bytes)) as image:
@@ -262,9 +70,56 @@ class Sample:
             raise SampleError(f"{prefix}: {type(exc).__name__}: {exc}") from exc
         raise SampleError(f"{prefix}: the row has neither image bytes nor an image path")
 
+
+@dataclass
+class Sample:
+    """One evaluation item: its image(s), the prompt and the references it is scored against.
+
+    `image_key` / `image_bytes` / `image_path` are the (first) image; a multi-image sample holds the
+    others in `extra_images`, in prompt order (its prompt places them with `<image>` markers).
+    `image_keys` and `load_images` cover all of them."""
+
+    question_id: str
+    image_key: str
+    question: str
+    prompt: str
+    references: list[str]
+    meta: dict[str, Any]
+    image_bytes: bytes | None = field(default=None, repr=False)
+    image_path: str | None = None
+    reference_fields: dict[str, Any] = field(default_factory=dict)
+    """The task-specific fields of `reference_row` (answer/answers/category/gt_objects)."""
+    extra_images: list[SampleImage] = field(default_factory=list)
+    """The images after the first one (multi-image tasks); empty for one-image samples."""
+
+    @property
+    def images(self) -> list[SampleImage]:
+        """Every image of the sample, in prompt order."""
+        return [SampleImage(self.image_key, self.image_bytes, self.image_path), *self.extra_images]
+
+    @property
+    def image_keys(self) -> list[str]:
+        """The feature-cache key of every image, in prompt order."""
+        return [image.key for image in self.images]
+
+    def load_image(self) -> PILImage.Image:
+        """Decode the (first) image as RGB; a missing or corrupt image raises `SampleError`."""
+        return self.images[0].load(self.question_id)
+
+    def load_images(self) -> list[PILImage.Image]:
+        """Decode every image as RGB, in prompt order; `SampleError` for the first unreadable one."""
+        return [image.load(self.question_id) for image in self.images]
+
     def reference_row(self) -> dict[str, Any]:
         """The reference row that `vlmbench.metrics.score_task` expects (plus the question id)."""
         return {"question_id": self.question_id, **self.reference_fields}
+
+
+def content_key(image_bytes: bytes | None, image_path: str | None, fallback: str) -> str:
+    """The cache key of an image the data gives no id for: a hash of its bytes, else its path."""
+    if image_bytes is not None:
+        return "sha1:" + hashlib.sha1(image_bytes).hexdigest()[:16]
+    return image_path or fallback
 
 
 @dataclass(frozen=True)
@@ -314,11 +169,11 @@ class TaskAdapter:
         src = str(self.source_file or f"task '{self.config.name}'")
         missing = [r for r in self.required_roles if r not in roles]
         if missing:
-            raise _field_error(
+            raise field_error(
                 src, "columns", f"the '{self.family}' adapter needs the role(s) {', '.join(missing)}"
             )
         if self.family == "generic" and ("answer" in roles) == ("answers" in roles):
-            raise _field_error(src, "columns", "map exactly one of the roles 'answer' and 'answers'")
+            raise field_error(src, "columns", "map exactly one of the roles 'answer' and 'answers'")
 
     def required_columns(self) -> tuple[str, ...]:
         """Release columns that must be present: the layout's list for this task plus the mapped roles
@@ -330,8 +185,8 @@ class TaskAdapter:
             # image_key is optional (the image bytes are hashed without it); so is a question id that
             # the release does not have (e.g. ChartQA): the row number stands in for it.
             optional = role == "image_key" or (role == "question_id" and column not in needed)
-            if not optional and column not in needed:
-                needed.append(column)
+            columns = self._extra_image_columns() if role == "extra_images" else (column,)
+            needed.extend(c for c in columns if not optional and c not in needed)
         return tuple(needed)
 
     # --- loading ---------------------------------------------------------------------------------
@@ -369,7 +224,7 @@ class TaskAdapter:
                 f"{', '.join(missing)}; expected the columns of {self.config.hf_dataset or 'the task release'}: "
                 f"{', '.join(self.required_columns())} (found: {', '.join(sorted(present))})"
             )
-        rows = table.rows(exclude=(self._image_column(),))
+        rows = table.rows(exclude=(self._image_column(), *self._extra_image_columns()))
         samples: list[Sample] = []
         malformed: list[str] = []
         for index, row in enumerate(rows):
@@ -422,17 +277,26 @@ class TaskAdapter:
     def _image_column(self) -> str:
         return self.config.columns["image"]
 
+    def _extra_image_columns(self) -> tuple[str, ...]:
+        """The columns of a sample's further images (the ``extra_images`` role, comma-separated)."""
+        value = self.config.columns.get("extra_images", "")
+        return tuple(c.strip() for c in value.split(",") if c.strip())
+
     def attach_images(self, samples: list[Sample], table: ReleaseTable) -> None:
         """Fill ``image_bytes``/``image_path`` (and a content-hash ``image_key`` where the data has no
-        image id) for the kept samples; images are read undecoded."""
+        image id) and the ``extra_images`` of the kept samples; images are read undecoded."""
+        from vlmbench.data.loaders import undecoded
+
         images = table.images(self._image_column(), len(samples))
         for sample, image in zip(samples, images, strict=True):
             sample.image_bytes, sample.image_path = image
             if not sample.image_key:
-                if sample.image_bytes is not None:
-                    sample.image_key = "sha1:" + hashlib.sha1(sample.image_bytes).hexdigest()[:16]
-                else:
-                    sample.image_key = sample.image_path or f"row:{sample.question_id}"
+                sample.image_key = content_key(*image, fallback=f"row:{sample.question_id}")
+        for number, column in enumerate(self._extra_image_columns(), start=2):
+            table.dataset = undecoded(table.dataset, column)
+            for sample, (data, path) in zip(samples, table.images(column, len(samples)), strict=True):
+                key = content_key(data, path, fallback=f"row:{sample.question_id}:image{number}")
+                sample.extra_images.append(SampleImage(key, data, path))
 
     def build_sample(self, index: int, row: Mapping[str, Any]) -> Sample:
         """Turn one row (without its image) into a `Sample`; a malformed row gets ``meta["error"]``."""
@@ -517,11 +381,19 @@ class TaskAdapter:
 
     # --- scoring ---------------------------------------------------------------------------------
 
-    def score(self, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
-        """Score prediction rows with the task's official metric (`vlmbench.metrics.score_task`)."""
-        from vlmbench.metrics import score_task
+    @property
+    def scorer(self) -> Scorer:
+        """The metric family the YAML's ``scorer`` field names (`vlmbench.metrics.registry.resolve_scorer`;
+        a ``file.py:Class`` path is read relative to the YAML's folder)."""
+        from vlmbench.metrics.registry import resolve_scorer
 
-        return score_task(self.config.scorer, rows, seed=seed)
+        base_dir = self.source_file.parent if self.source_file is not None else None
+        source = str(self.source_file or f"task '{self.config.name}'")
+        return resolve_scorer(self.config.scorer, base_dir=base_dir, source=source)
+
+    def score(self, rows: list[dict[str, Any]], seed: int = 0) -> dict[str, Any]:
+        """Score prediction rows with the task's scorer."""
+        return self.scorer.score(rows, seed=seed)
 
 
 def duplicate_ids(ids: Any) -> list[str]:

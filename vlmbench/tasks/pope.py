@@ -12,12 +12,10 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from vlmbench.errors import UserError
+from vlmbench.metrics.pope import POPE_SPLITS, parse_ground_truth
 from vlmbench.tasks.base import MalformedRow, Sample, TaskAdapter, as_text, duplicate_ids
 
 logger = logging.getLogger(__name__)
-
-POPE_SPLITS: tuple[str, ...] = ("adversarial", "popular", "random")
-ANSWERS: tuple[str, ...] = ("yes", "no")
 
 
 class Adapter(TaskAdapter):
@@ -34,13 +32,15 @@ class Adapter(TaskAdapter):
         if category not in POPE_SPLITS:
             raise UserError(
                 f"unknown POPE category {category!r} in the {self.config.name} data; "
-                f"valid splits: {', '.join(POPE_SPLITS)}"
+                f"valid splits: {', '.join(sorted(POPE_SPLITS))}"
             )
         meta["category"] = category
         question = self.parse_question(row)
         answer = as_text(row.get(self.config.columns["answer"])).lower()
-        if answer not in ANSWERS:
-            raise MalformedRow(f"answer {answer!r} is neither yes nor no")
+        try:
+            parse_ground_truth(answer)  # the scorer's rule for a POPE label
+        except ValueError:
+            raise MalformedRow(f"answer {answer!r} is neither yes nor no") from None
         return question, [answer], {"answer": answer, "category": category}
 
     def empty_reference_fields(self, meta: Mapping[str, Any]) -> dict[str, Any]:

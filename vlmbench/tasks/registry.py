@@ -9,24 +9,17 @@ The base names are re-exported here so callers can import everything from one pl
 from __future__ import annotations
 
 import importlib
-import importlib.resources
 import os
 import pkgutil
 from pathlib import Path
 
 import yaml
 
-import vlmbench
+from vlmbench.data.loaders import default_cache_dir
 from vlmbench.errors import UserError
-from vlmbench.tasks.base import (
-    DataInfo,
-    Sample,
-    SampleError,
-    TaskAdapter,
-    TaskConfig,
-    default_cache_dir,
-    parse_task_config,
-)
+from vlmbench.resources import bundled_dir
+from vlmbench.tasks.base import DataInfo, Sample, SampleError, TaskAdapter
+from vlmbench.tasks.config import TaskConfig, parse_task_config
 
 __all__ = [
     "DataInfo",
@@ -45,22 +38,16 @@ __all__ = [
 ]
 
 GENERIC_ADAPTER = "generic"
-_NOT_ADAPTERS: frozenset[str] = frozenset({"base", "registry"})
+_NOT_ADAPTERS: frozenset[str] = frozenset({"base", "config", "registry"})
 
 
 def default_tasks_dir() -> Path:
-    """The directory of task YAMLs: ``$VLMBENCH_TASKS_DIR``, else the repository's ``tasks/`` next to the
-    package (source checkout, editable install), else ``vlmbench/task_configs`` shipped in a wheel."""
+    """The directory of task YAMLs: ``$VLMBENCH_TASKS_DIR``, else the bundled ``tasks/`` folder (the
+    checkout's own, or the copy inside an installed wheel; see `vlmbench.resources`)."""
     env = os.environ.get("VLMBENCH_TASKS_DIR")
     if env:
         return Path(env).expanduser()
-    repo_tasks = Path(vlmbench.__file__).resolve().parents[1] / "tasks"
-    if repo_tasks.is_dir() and any(repo_tasks.glob("*.yaml")):
-        return repo_tasks
-    packaged = importlib.resources.files("vlmbench") / "task_configs"
-    if packaged.is_dir():
-        return Path(str(packaged))
-    return repo_tasks
+    return bundled_dir("tasks")
 
 
 def task_files(tasks_dir: Path | None = None) -> dict[str, Path]:

@@ -30,6 +30,7 @@ from typing import Any
 import yaml
 
 from vlmbench.errors import UserError
+from vlmbench.resources import bundled_dir, project_root
 
 STAGE_KINDS: tuple[str, ...] = ("lm_pretrain", "vision_contrastive", "vision_tagging", "align", "sft", "dpo")
 COMPONENTS: tuple[str, ...] = ("vision", "projector", "llm", "cross_attention")
@@ -246,7 +247,7 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | 
 
 def eval_seeds(tasks_dir: Path | None = None) -> set[int]:
     """The `synthetic_seed` of every task config: training data must never use these."""
-    directory = tasks_dir or _repo_root() / "tasks"
+    directory = tasks_dir or bundled_dir("tasks")
     seeds = set()
     for path in sorted(directory.glob("*.yaml")):
         try:
@@ -487,9 +488,8 @@ def _parse_stage(
 
 
 def _repo_root() -> Path:
-    import vlmbench
-
-    return Path(vlmbench.__file__).resolve().parents[1]
+    """What relative recipe paths resolve against (see `vlmbench.resources.project_root`)."""
+    return project_root()
 
 
 def _resolve(base: Path, value: str | Path) -> Path:

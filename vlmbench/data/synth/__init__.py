@@ -13,7 +13,7 @@ from types import MappingProxyType
 
 from vlmbench.errors import UserError
 
-SYNTH_TASKS: tuple[str, ...] = ("pope", "chair", "vqav2", "docvqa", "textvqa", "ocr", "chartqa")
+SYNTH_TASKS: tuple[str, ...] = ("pope", "chair", "vqav2", "docvqa", "textvqa", "ocr", "chartqa", "pair_compare")
 
 # task -> (module, function)
 _GENERATORS: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
@@ -25,6 +25,7 @@ _GENERATORS: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
         "textvqa": ("vlmbench.data.synth.textvqa", "generate_textvqa"),
         "ocr": ("vlmbench.data.synth.ocr", "generate_ocr"),
         "chartqa": ("vlmbench.data.synth.charts", "generate_chartqa"),
+        "pair_compare": ("vlmbench.data.synth.pairs", "generate_pair_compare"),
     }
 )
 
@@ -38,6 +39,7 @@ DEFAULT_N: MappingProxyType[str, int] = MappingProxyType(
         "textvqa": 200,
         "ocr": 200,
         "chartqa": 200,
+        "pair_compare": 100,
     }
 )
 

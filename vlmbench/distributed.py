@@ -1,4 +1,5 @@
-"""torch.distributed for sharded evaluation: one process per device, launched by torchrun.
+"""torch.distributed for sharded evaluation and data-parallel training: one process per device,
+launched by torchrun. `vlmbench run` and `vlmbench train` both set up through `init_distributed`.
 
 No home-made launcher: the standard environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT)
 set by torchrun, or by Slurm through torchrun, is all this reads. Backend gloo on CPU, nccl on GPU.

@@ -1,0 +1,144 @@
+"""Training data over synthetic scenes (LLaVA formats): alignment captions, instructions, preference pairs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from vlmbench.data.synth.scenes.captions import join_phrases, listing_caption, object_phrases, with_article
+from vlmbench.data.synth.scenes.coco import render_into, write_json
+from vlmbench.data.synth.scenes.questions import absent_negative, exists_question, scene_questions
+from vlmbench.data.synth.scenes.sampling import (
+    STREAM_CAPTIONS,
+    STREAM_INSTRUCTIONS,
+    STREAM_PREFERENCE,
+    rng_for,
+    sample_scenes,
+)
+from vlmbench.data.synth.scenes.vocabulary import CATEGORY_BY_NAME
+
+_CAPTION_PROMPTS = (
+    "Describe this image briefly.",
+    "Give a short description of the image.",
+    "What is in this picture?",
+    "Summarize the visual content of the image.",
+    "Write a brief caption for this image.",
+)
+
+
+def _turns(pairs: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+    """LLaVA conversation turns; the first human turn carries the `<image>` placeholder."""
+    turns = []
+    for i, (question, answer) in enumerate(pairs):
+        turns.append({"from": "human", "value": ("<image>\n" if i == 0 else "") + question})
+        turns.append({"from": "gpt", "value": answer})
+    return turns
+
+
+def generate_training_captions(out: Path, seed: int, n: int) -> Path:
+    """Alignment data: `n` scenes, one LLaVA record per (image, reference caption) in `out/captions.json`."""
+    out = Path(out)
+    scenes = sample_scenes(seed, n, stream=STREAM_CAPTIONS)
+    rng = rng_for(seed, 100 + STREAM_CAPTIONS)
+    captions = render_into(out, scenes, seed, rng)
+    records = []
+    for scene, texts in zip(scenes, captions, strict=True):
+        for k, text in enumerate(texts):
+            prompt = _CAPTION_PROMPTS[int(rng.integers(len(_CAPTION_PROMPTS)))]
+            records.append(
+                {
+                    "id": f"{scene.image_id:06d}-cap{k}",
+                    "image": f"images/{scene.file_name}",
+                    "conversations": _turns([(prompt, text)]),
+                }
+            )
+    path = out / "captions.json"
+    write_json(path, records)
+    return path
+
+
+def generate_instructions(out: Path, seed: int, n: int) -> Path:
+    """Instruction-tuning data over `n` scenes in `out/instructions.json` (LLaVA conversation format).
+
+    Per image: a captioning record, and a multi-turn QA record with balanced yes/no existence questions
+    (as many "no" as "yes"; negatives alternate between random and co-occurring absent categories) and
+    colour/count/position questions. Answers are short ("yes", "red", "2", "left").
+    """
+    out = Path(out)
+    scenes = sample_scenes(seed, n, stream=STREAM_INSTRUCTIONS)
+    rng = rng_for(seed, 100 + STREAM_INSTRUCTIONS)
+    captions = render_into(out, scenes, seed, rng)
+    records = []
+    adversarial = False
+    for scene, texts in zip(scenes, captions, strict=True):
+        image = f"images/{scene.file_name}"
+        prompt = _CAPTION_PROMPTS[int(rng.integers(len(_CAPTION_PROMPTS)))]
+        caption = texts[int(rng.integers(len(texts)))]
+        records.append(
+            {"id": f"{scene.image_id:06d}-cap", "image": image, "conversations": _turns([(prompt, caption)])}
+        )
+        present = scene.category_names
+        n_yes = min(2, len(present))
+        pairs: list[tuple[str, str]] = []
+        for idx in rng.permutation(len(present))[:n_yes]:
+            pairs.append((exists_question(CATEGORY_BY_NAME[present[int(idx)]]), "yes"))
+        asked: set[int] = set()
+        for _ in range(n_yes):
+            negative = absent_negative(scene, rng, adversarial=adversarial)
+            adversarial = not adversarial
+            if negative is None or negative.id in asked:
+                continue
+            asked.add(negative.id)
+            pairs.append((exists_question(negative), "no"))
+        candidates = scene_questions(scene, rng)
+        for kind in ("color", "count", "position"):
+            if candidates[kind]:
+                qa = candidates[kind][int(rng.integers(len(candidates[kind])))]
+                pairs.append((qa.question, qa.answer))
+        pairs = [pairs[int(i)] for i in rng.permutation(len(pairs))]
+        records.append({"id": f"{scene.image_id:06d}-qa", "image": image, "conversations": _turns(pairs)})
+    path = out / "instructions.json"
+    write_json(path, records)
+    return path
+
+
+def generate_preference_pairs(out: Path, seed: int, n: int) -> Path:
+    """`n` preference pairs over `n` scenes in `out/preferences.json`: {image, prompt, chosen, rejected}.
+
+    Half are captions whose rejected side mentions an extra absent object (preferably one that co-occurs
+    with the scene's objects); half are yes/no existence questions whose rejected answer is flipped
+    (two thirds about an absent co-occurring object, the hallucination case).
+    """
+    out = Path(out)
+    scenes = sample_scenes(seed, n, stream=STREAM_PREFERENCE)
+    rng = rng_for(seed, 100 + STREAM_PREFERENCE)
+    render_into(out, scenes, seed, rng)
+    records = []
+    for scene in scenes:
+        image = f"images/{scene.file_name}"
+        negative = absent_negative(scene, rng, adversarial=True)
+        if rng.random() < 0.5 and negative is not None:
+            phrases = object_phrases(scene.objects)
+            chosen = listing_caption(phrases, rng)
+            injected = with_article(
+                f"{negative.colors[int(rng.integers(len(negative.colors)))]} {negative.name}"
+            )
+            position = int(rng.integers(len(phrases) + 1))
+            # Same wording as the chosen caption except for the injected object.
+            rejected = chosen.replace(
+                join_phrases(phrases), join_phrases([*phrases[:position], injected, *phrases[position:]])
+            )
+            prompt = _CAPTION_PROMPTS[int(rng.integers(len(_CAPTION_PROMPTS)))]
+        else:
+            if negative is not None and rng.random() < 2 / 3:
+                prompt, chosen, rejected = exists_question(negative), "no", "yes"
+            else:
+                present = scene.category_names
+                category = CATEGORY_BY_NAME[present[int(rng.integers(len(present)))]]
+                prompt, chosen, rejected = exists_question(category), "yes", "no"
+        records.append(
+            {"image": image, "prompt": "<image>\n" + prompt, "chosen": chosen, "rejected": rejected}
+        )
+    path = out / "preferences.json"
+    write_json(path, records)
+    return path

@@ -1,0 +1,78 @@
+"""Resolving a MODEL argument (`vlmbench run/inspect --model`, the lmms-eval plugin) to a loaded model.
+
+MODEL is one of, tried in this order:
+
+- ``hf:<local dir or repo id>``: a released transformers VLM (`vlmbench.modeling.hf`);
+- a path to a vlmbench checkpoint directory (what `vlmbench train` / `VLM.save` writes);
+- a preset name (``models/<name>.yaml``, see `vlmbench models`): its bundled demo checkpoint
+  (``models/checkpoints/<name>/``) when there is one, else seeded random weights, said loudly.
+
+``checkpoint=`` (``--checkpoint``) loads that directory instead of the preset's demo weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from vlmbench.errors import UserError
+from vlmbench.modeling.loaded import LoadedModel
+from vlmbench.modeling.presets import build_random, demo_checkpoint, load_preset, preset_names
+
+log = logging.getLogger(__name__)
+
+HF_PREFIX = "hf:"
+
+
+def load_model(
+    spec: str,
+    device: str = "cpu",
+    dtype: Any = None,
+    seed: int = 0,
+    checkpoint: str | None = None,
+    attn_implementation: str | None = None,
+) -> LoadedModel:
+    """Resolve MODEL (hf:... / checkpoint dir / preset) and load it in eval mode.
+
+    `attn_implementation` applies to hf: models only (default: sdpa, flash_attention_2 on CUDA when
+    flash_attn imports); vlmbench's own VLM always uses PyTorch SDPA. An unknown MODEL is a
+    `UserError` naming it and the three accepted forms."""
+    if spec.startswith(HF_PREFIX):
+        from vlmbench.modeling.hf import load_hf_model
+
+        return load_hf_model(
+            spec[len(HF_PREFIX) :], device=device, dtype=dtype, attn_implementation=attn_implementation
+        )
+
+    from vlmbench.modeling.vlm import VLM
+
+    presets = preset_names()
+    if checkpoint:
+        model = VLM.load(checkpoint, device=device, dtype=dtype)
+        return LoadedModel(model, spec, spec if spec in presets else None, str(checkpoint), True)
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        model = VLM.load(path, device=device, dtype=dtype)
+        return LoadedModel(model, model.config.name, None, str(path), True)
+    if spec not in presets:
+        raise UserError(
+            f"unknown model '{spec}': not a preset ({', '.join(presets) or 'none found'}), "
+            f"a vlmbench checkpoint directory or {HF_PREFIX}<path or repo id>; see `vlmbench models`"
+        )
+    config = load_preset(spec)
+    ckpt = demo_checkpoint(spec)
+    if ckpt is not None:
+        return LoadedModel(VLM.load(ckpt, device=device, dtype=dtype), spec, spec, str(ckpt), True)
+    log.warning(
+        "preset %s has no demo checkpoint (models/checkpoints/%s): using RANDOM weights; "
+        "its scores are chance level. Train one with `vlmbench train` or pass --checkpoint.",
+        spec,
+        spec,
+    )
+    model = build_random(config, seed=seed)
+    model.to(device=device, dtype=dtype)
+    return LoadedModel(model.eval(), spec, spec, None, False)
+
+
+__all__ = ["HF_PREFIX", "load_model"]

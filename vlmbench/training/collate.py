@@ -1,0 +1,134 @@
+"""Items of a stage's data → a `Batch`: image preparation and tokenisation (no model calls).
+
+The rows hold token ids with the `<image>` placeholder still in them; the objectives hand them,
+with the images' visual tokens, to the shared input builder (`vlmbench.modeling.inputs`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from vlmbench.training.data import (
+    Conversation,
+    Preference,
+    caption_of,
+    conversation_segments,
+    load_image,
+    text_only_segments,
+    tokenize_segments,
+)
+from vlmbench.training.recipe import StageConfig
+from vlmbench.training.region_tags import RegionLabels, patch_labels, tile_view
+
+
+@dataclass
+class Batch:
+    """A collated batch. `rows` are (ids, labels) per example; for dpo `rows` are the chosen then the
+    rejected answers (2B rows, images repeated) and `reference` the frozen model's log-probs."""
+
+    kind: str
+    images: list[Any]
+    rows: list[tuple[list[int], list[int]]]
+    tokens: int
+    reference: torch.Tensor | None = None
+    patch_labels: list[torch.Tensor] | None = None  # vision_tagging: (patches, labels) per encoder input
+
+
+class Collator:
+    """Items of a stage's data → a `Batch` (image preparation and tokenisation)."""
+
+    def __init__(
+        self,
+        stage: StageConfig,
+        model: nn.Module,
+        tokenizer: Any,
+        regions: RegionLabels | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.stage = stage
+        self.model = model
+        self.tokenizer = tokenizer
+        self.regions = regions
+        self.seed = seed
+
+    def __call__(self, items: list[Conversation | Preference], step: int = 0) -> Batch:
+        kind = self.stage.kind
+        tok = self.tokenizer
+        if kind == "vision_tagging":
+            return self._tagging(items, step)
+        if kind == "lm_pretrain":
+            rows = [
+                tokenize_segments(tok, text_only_segments(tok, c, self.stage.lm_targets), self.stage.max_text_tokens)
+                for c in items
+            ]
+            return Batch(kind, [], rows, sum(len(r[0]) for r in rows))
+        if kind == "vision_contrastive" and self.stage.image_view == "tile":
+            images = [self._single_tile(load_image(item.image)) for item in items]
+        else:
+            images = [self.model.prepare_image(load_image(item.image)) for item in items]
+        visual_tokens = sum(self.model.visual_tokens_for(p.plan) for p in images)
+        if kind == "vision_contrastive":
+            rows = []
+            for c in items:
+                ids = tok(caption_of(c), add_special_tokens=False)["input_ids"][: self.stage.max_text_tokens]
+                rows.append((ids, ids))
+            return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + visual_tokens)
+        if kind == "dpo":
+            chosen = [self._pair_row(p.prompt, p.chosen) for p in items]
+            rejected = [self._pair_row(p.prompt, p.rejected) for p in items]
+            rows = chosen + rejected
+            return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + 2 * visual_tokens)
+        rows = [tokenize_segments(tok, conversation_segments(tok, c.turns)) for c in items]
+        return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + visual_tokens)
+
+    def _tagging(self, items: list[Any], step: int) -> Batch:
+        """Views and per-patch labels; the crops are a pure function of (seed, step) like the batches."""
+        import numpy as np
+
+        from vlmbench.modeling.resolution import to_pixel_tensor
+        from vlmbench.modeling.vlm import PreparedImage
+
+        assert self.regions is not None
+        rng = np.random.default_rng([self.seed, step])
+        cfg = self.model.vision.config
+        patch = self.model.config.vision.patch_size
+        num_labels = len(self.regions.categories)
+        images, labels = [], []
+        for item in items:
+            image = load_image(item.image)
+            boxes = self.regions.of(item.image)
+            if self.model.config.vision.kind == "native_vit":
+                prepared = self.model.prepare_image(image)  # the image at its smart-resized size
+                (pixels,) = prepared.pixels
+                grid = (pixels.shape[1] // patch, pixels.shape[2] // patch)
+                scale = (pixels.shape[2] / image.width, pixels.shape[1] / image.height)
+                images.append(prepared)
+                labels.append(patch_labels(boxes, (0, 0, image.width, image.height), scale, grid, patch, num_labels))
+            else:
+                size = self.model.config.vision.image_size
+                view, lab = tile_view(image, boxes, size, patch, num_labels, rng, self.stage.crop_p)
+                images.append(PreparedImage(to_pixel_tensor([view], cfg.image_mean, cfg.image_std), None))
+                labels.append(lab)
+        tokens = sum(int(lab.shape[0]) for lab in labels)
+        return Batch("vision_tagging", images, [], tokens, patch_labels=labels)
+
+    def _single_tile(self, image: Any) -> Any:
+        """The whole image squeezed into one ViT-size tile (cheap contrastive pre-training)."""
+        from vlmbench.modeling.resolution import to_pixel_tensor
+        from vlmbench.modeling.vlm import PreparedImage
+
+        size = self.model.config.vision.image_size
+        cfg = self.model.vision.config
+        tile = image.resize((size, size), resample=3)  # bicubic
+        plan = self.model.resolution.plan(size, size)
+        return PreparedImage(to_pixel_tensor([tile], cfg.image_mean, cfg.image_std), plan)
+
+    def _pair_row(self, prompt: str, answer: str) -> tuple[list[int], list[int]]:
+        return tokenize_segments(self.tokenizer, conversation_segments(self.tokenizer, [(prompt, answer)]))
+
+
+__all__ = ["Batch", "Collator"]

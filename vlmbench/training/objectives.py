@@ -1,0 +1,227 @@
+"""What each stage kind optimises: `StageObjective.forward(batch)` → (loss, stats), plus the
+auxiliary heads the vision stages train and discard, and the conversation log-likelihoods that
+`align` / `sft` / `dpo` need.
+
+Conversations reach the LLM through the same input builder as evaluation (`VLM.inputs_from_ids`,
+i.e. `vlmbench.modeling.inputs`): visual tokens spliced in at each `<image>` placeholder, or fed to
+the cross-attention layers (Flamingo style); left padding, positions and labels alike.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vlmbench.modeling.inputs import IGNORE_INDEX
+from vlmbench.training.collate import Batch
+from vlmbench.training.losses import clip_loss, dpo_loss, sequence_logprobs, siglip_loss
+from vlmbench.training.recipe import StageConfig
+
+
+class ContrastiveHeads(nn.Module):
+    """Projection heads (and optionally a small text encoder) for image–text contrastive training."""
+
+    def __init__(self, model: nn.Module, stage: StageConfig, vocab_size: int) -> None:
+        super().__init__()
+        d_vis = model.vision.out_dim
+        dim = stage.embed_dim
+        self.text_encoder_kind = stage.text_encoder
+        self.image_proj = nn.Sequential(nn.LayerNorm(d_vis), nn.Linear(d_vis, dim))
+        if stage.text_encoder == "small":
+            width = 64
+            self.text_embed = nn.Embedding(vocab_size, width)
+            self.text_pos = nn.Parameter(torch.randn(stage.max_text_tokens, width) * 0.02)
+            self.text_layer = nn.TransformerEncoderLayer(width, 4, 4 * width, dropout=0.0, batch_first=True)
+            d_text = width
+        else:
+            d_text = model.llm.config.hidden_size
+        self.text_proj = nn.Sequential(nn.LayerNorm(d_text), nn.Linear(d_text, dim))
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(10.0)))
+        self.logit_bias = nn.Parameter(torch.tensor(-10.0))  # SigLIP only
+
+    def encode_text(self, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # ids, mask (B, L) → (B, E)
+        if self.text_encoder_kind == "small":
+            x = self.text_embed(ids) + self.text_pos[: ids.shape[1]]
+            x = self.text_layer(x, src_key_padding_mask=~mask.bool())
+        else:
+            x = model.llm.get_input_embeddings()(ids)
+        m = mask.unsqueeze(-1).to(x.dtype)
+        pooled = (x * m).sum(1) / m.sum(1).clamp(min=1)
+        return self.text_proj(pooled)
+
+
+class StageObjective(nn.Module):
+    """The model (plus a stage's auxiliary heads) with the stage's loss as `forward(batch)`.
+    It is the unit that DDP wraps and that checkpoints save."""
+
+    def __init__(self, stage: StageConfig, model: nn.Module, heads: nn.Module | None = None) -> None:
+        super().__init__()
+        self.stage = stage
+        self.model = model
+        self.heads = heads
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        kind = self.stage.kind
+        if kind == "lm_pretrain":
+            return self._lm(batch), {}
+        if kind == "vision_contrastive":
+            return self._contrastive(batch)
+        if kind == "vision_tagging":
+            return self._tagging(batch)
+        if kind == "dpo":
+            logprobs = conversation_logprobs(self.model, batch.images + batch.images, batch.rows)
+            half = len(batch.images)
+            if batch.reference is None:
+                raise ValueError("dpo batches need the reference model's log-probs")
+            ref = batch.reference.to(logprobs.device)
+            loss, accuracy = dpo_loss(
+                logprobs[:half], logprobs[half:], ref[:half], ref[half:], self.stage.beta
+            )
+            stats = {"reward_accuracy": accuracy.detach()}
+            if self.stage.nll_weight:
+                # RPO (Pang et al. 2024): DPO plus the chosen answers' per-token NLL, which keeps the
+                # policy from lowering the likelihood of both answers until its generations degenerate
+                tokens = torch.tensor(
+                    [sum(1 for t in labels[1:] if t != IGNORE_INDEX) for _, labels in batch.rows[:half]],
+                    dtype=logprobs.dtype,
+                    device=logprobs.device,
+                ).clamp(min=1)
+                nll = -(logprobs[:half] / tokens).mean()
+                loss = loss + self.stage.nll_weight * nll
+                stats["chosen_nll"] = nll.detach()
+            return loss, stats
+        logits, labels = conversation_logits(self.model, batch.images, batch.rows)
+        return lm_loss(logits, labels), {}
+
+    def _lm(self, batch: Batch) -> torch.Tensor:
+        llm = self.model.llm
+        device = llm.get_input_embeddings().weight.device
+        length = max(len(ids) for ids, _ in batch.rows)
+        pad = self.model.tokenizer.pad_token_id
+        ids = torch.full((len(batch.rows), length), pad, dtype=torch.long, device=device)
+        labels = torch.full_like(ids, IGNORE_INDEX)
+        mask = torch.zeros_like(ids)
+        for i, (row, lab) in enumerate(batch.rows):
+            ids[i, : len(row)] = torch.tensor(row, device=device)
+            labels[i, : len(lab)] = torch.tensor(lab, device=device)
+            mask[i, : len(row)] = 1
+        logits = llm(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        return lm_loss(logits, labels)
+
+    def _contrastive(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert self.heads is not None
+        pooled = pooled_image_features(self.model, batch.images)  # (B, D_vis)
+        image_emb = self.heads.image_proj(pooled)
+        device = image_emb.device
+        length = max(len(ids) for ids, _ in batch.rows)
+        ids = torch.zeros((len(batch.rows), length), dtype=torch.long, device=device)
+        mask = torch.zeros_like(ids)
+        for i, (row, _) in enumerate(batch.rows):
+            ids[i, : len(row)] = torch.tensor(row, device=device)
+            mask[i, : len(row)] = 1
+        text_emb = self.heads.encode_text(self.model, ids, mask)
+        if self.stage.loss == "siglip":
+            loss = siglip_loss(image_emb, text_emb, self.heads.logit_scale, self.heads.logit_bias)
+        else:
+            loss = clip_loss(image_emb, text_emb, self.heads.logit_scale)
+        with torch.no_grad():
+            sims = F.normalize(image_emb.float(), dim=-1) @ F.normalize(text_emb.float(), dim=-1).T
+            accuracy = (sims.argmax(-1) == torch.arange(sims.shape[0], device=device)).float().mean()
+        return loss, {"retrieval_accuracy": accuracy}
+
+    def _tagging(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        assert self.heads is not None and batch.patch_labels is not None
+        device = next(self.model.vision.parameters()).device
+        if self.model.config.vision.kind == "native_vit":
+            # one image per call: packing them would attend over a dense (ΣN)² block-diagonal mask on CPU
+            feats = [self.model.vision([image.pixels[0].to(device)])[0] for image in batch.images]
+        else:
+            feats = list(self.model.vision(torch.cat([image.pixels for image in batch.images]).to(device)))
+        logits = self.heads(torch.cat(feats)).float()
+        target = torch.cat(batch.patch_labels).to(device)
+        # positives are rare (most patches are background): weight them up so the head cannot win by
+        # predicting "nothing" everywhere
+        pos_weight = torch.full((target.shape[1],), self.stage.pos_weight, device=device)
+        loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+        with torch.no_grad():
+            hits = (logits > 0) == target.bool()
+            recall = (hits & target.bool()).sum() / target.sum().clamp(min=1)
+        return loss, {"patch_accuracy": hits.float().mean(), "patch_recall": recall}
+
+
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over positions with a label (labels aligned with inputs)."""
+    return F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX
+    )
+
+
+def pooled_image_features(model: nn.Module, images: list[Any]) -> torch.Tensor:
+    """Mean of the ViT's patch features over all tiles of each image: (B, D_vis)."""
+    device = next(model.vision.parameters()).device
+    if model.config.vision.kind == "native_vit":
+        flat = [t.to(device) for image in images for t in image.pixels]
+        feats = model.vision(flat)
+        counts = [len(image.pixels) for image in images]
+        out, start = [], 0
+        for count in counts:
+            out.append(torch.cat(feats[start : start + count]).mean(0))
+            start += count
+        return torch.stack(out)
+    tiles = torch.cat([image.pixels for image in images]).to(device)
+    feats = model.vision(tiles).mean(1)  # (T, D)
+    out, start = [], 0
+    for image in images:
+        count = image.pixels.shape[0]
+        out.append(feats[start : start + count].mean(0))
+        start += count
+    return torch.stack(out)
+
+
+def conversation_logits(
+    model: nn.Module, images: Sequence[Any], rows: Sequence[tuple[list[int], list[int]]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLM logits (B, L, V) and aligned labels (B, L) for tokenised conversations.
+
+    images[i] holds row i's images (a PreparedImage, or a list of them, one per `<image>` of the
+    row, in order); the layout is `VLM.inputs_from_ids`'s, exactly what evaluation builds."""
+    if model.config.vision.kind == "native_vit":
+        # one sample at a time: packing them would attend over a dense (ΣN)² block-diagonal mask on CPU
+        visual = [model.encode_samples([sample])[0] for sample in images]
+    else:
+        visual = model.encode_samples(images)
+    inputs = model.inputs_from_ids([ids for ids, _ in rows], [labels for _, labels in rows], visual)
+    labels = inputs.pop("labels")
+    with model.cross_attending(visual):
+        logits = model.llm(**inputs, use_cache=False).logits
+    return logits, labels
+
+
+def conversation_logprobs(
+    model: nn.Module, images: Sequence[Any], rows: Sequence[tuple[list[int], list[int]]]
+) -> torch.Tensor:
+    """Summed log-probability of each row's target tokens: (B,)."""
+    logits, labels = conversation_logits(model, images, rows)
+    return sequence_logprobs(logits, labels)
+
+
+def dpo_logprobs(model: nn.Module, batch: Batch) -> torch.Tensor:
+    """Log-probs of the chosen then the rejected rows (each sample's images serve both)."""
+    return conversation_logprobs(model, batch.images + batch.images, batch.rows).detach()
+
+
+__all__ = [
+    "ContrastiveHeads",
+    "StageObjective",
+    "conversation_logits",
+    "conversation_logprobs",
+    "dpo_logprobs",
+    "lm_loss",
+    "pooled_image_features",
+]
