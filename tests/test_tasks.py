@@ -16,8 +16,9 @@ from PIL import Image
 from vlmbench.cli import main
 from vlmbench.data import loaders
 from vlmbench.data.layout import META_FILE, RELEASE_COLUMNS
+from vlmbench.data.loaders import default_cache_dir
 from vlmbench.errors import UserError
-from vlmbench.tasks.base import SampleError, TaskAdapter, default_cache_dir
+from vlmbench.tasks.base import SampleError, TaskAdapter
 from vlmbench.tasks.registry import default_tasks_dir, list_tasks, load_task, read_task_config
 
 TASKS = ("chair", "chartqa", "docvqa", "ocr", "pope", "textvqa", "vqav2")  # one per public benchmark (and scorer)

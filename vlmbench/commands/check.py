@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Compare two runs on the same samples (matched by question_id). Exit 1 when some task's "
             "headline metric drops with p < ALPHA and by more than MAX_DROP; exit 0 otherwise; exit 2 when "
             "the runs differ in tasks, data fingerprints or question ids. Prints every metric with "
-            "baseline, candidate, delta, the 95%% paired-bootstrap CI of the delta and a p-value "
+            "baseline, candidate, delta, the 95% paired-bootstrap CI of the delta and a p-value "
             "(McNemar for right/wrong metrics, paired bootstrap otherwise)."
         ),
     )

@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Measure, from the per-sample outputs of finished runs named by preset, five effects the VLM "
             "literature reports: adversarial POPE below random; higher resolution beats fixed 64 px on "
             "small-font DocVQA; a 32-query Q-Former loses fine detail; pixel shuffle 4:1 loses little; DPO "
-            "lowers CHAIR_i without collapsing recall. Each gets a point estimate, a 95%% bootstrap CI and a "
+            "lowers CHAIR_i without collapsing recall. Each gets a point estimate, a 95% bootstrap CI and a "
             "verdict; effects whose runs are not given are listed as not measured."
         ),
     )

@@ -12,7 +12,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="render an offline HTML report comparing runs",
         description=(
             "Render a self-contained HTML file (inline CSS/JS/SVG, no network) for the given runs: every metric "
-            "with its 95%% CI, runs grouped by projector and by resolution strategy, accuracy vs visual tokens and "
+            "with its 95% CI, runs grouped by projector and by resolution strategy, accuracy vs visual tokens and "
             "vs throughput with the Pareto front, POPE per split, CHAIR, paired significance tests and a sample browser."
         ),
     )

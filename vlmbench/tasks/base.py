@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from vlmbench.data.loaders import default_cache_dir  # noqa: F401 - re-exported: where tasks cache their data
 from vlmbench.errors import UserError
 from vlmbench.tasks.config import TaskConfig, field_error
 
