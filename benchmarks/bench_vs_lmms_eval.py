@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import io
 import json
 import os
 import subprocess
@@ -134,49 +133,6 @@ def run_lmms_eval(model_dir: Path, samples: list, device: str) -> dict | None:
     return {"label": "lmms-eval llava_hf", "samples_per_s": len(samples) / wall, "wall_s": wall, "answers": answers}
 
 
-LMMS_TASK_YAML = """task: vlmbench_pope_local
-dataset_path: parquet
-dataset_kwargs:
-  data_files:
-    test: {parquet}
-test_split: test
-output_type: generate_until
-doc_to_visual: !function vlmbench_pope_local_utils.doc_to_visual
-doc_to_text: !function vlmbench_pope_local_utils.doc_to_text
-doc_to_target: answer
-generation_kwargs:
-  max_new_tokens: {max_new_tokens}
-  until: {until}
-  temperature: 0
-  top_p: 1.0
-  num_beams: 1
-  do_sample: false
-process_results: !function vlmbench_pope_local_utils.process_results
-metric_list:
-  - metric: acc
-    aggregation: mean
-    higher_is_better: true
-metadata:
-  - version: 0.0
-"""
-
-LMMS_TASK_UTILS = """import io
-
-from PIL import Image
-
-
-def doc_to_visual(doc):
-    return [Image.open(io.BytesIO(doc["image"])).convert("RGB")]
-
-
-def doc_to_text(doc):
-    return doc["prompt"]
-
-
-def process_results(doc, results):
-    return {"acc": float(results[0].strip().lower() == doc["answer"])}
-"""
-
 # Runs lmms-eval's own CLI (`python -m lmms_eval ...`), timing LlavaHf.generate_until (the model's work).
 LMMS_RUNNER = """import importlib, json, sys, time
 from lmms_eval.__main__ import cli_evaluate
@@ -217,29 +173,11 @@ finally:
 
 def run_lmms_eval_cli(lmms_python: str, model_dir: Path, samples: list, root: Path, args: argparse.Namespace) -> dict:
     """lmms-eval's CLI (`llava_hf`, batch 1) in another venv on a local task holding the same questions."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    from vlmbench.interop.lmms import write_lmms_eval_task
     from vlmbench.modeling.hf import _truncate
 
     task_dir = root / "lmms_task"
-    task_dir.mkdir()
-    images = []
-    for s in samples:
-        buf = io.BytesIO()
-        s.load_image().save(buf, format="PNG")
-        images.append(buf.getvalue())
-    table = pa.table({
-        "question_id": [s.question_id for s in samples],
-        "prompt": [s.prompt for s in samples],
-        "answer": [s.reference_fields.get("answer", s.references[0]) for s in samples],
-        "image": pa.array(images, type=pa.binary()),
-    })
-    parquet = task_dir / "pope_local.parquet"
-    pq.write_table(table, parquet)
-    (task_dir / "vlmbench_pope_local.yaml").write_text(LMMS_TASK_YAML.format(
-        parquet=json.dumps(str(parquet)), max_new_tokens=POPE_MAX_NEW_TOKENS, until=json.dumps(list(POPE_STOP))))
-    (task_dir / "vlmbench_pope_local_utils.py").write_text(LMMS_TASK_UTILS)
+    write_lmms_eval_task(samples, task_dir, name="vlmbench_pope_local", max_new_tokens=POPE_MAX_NEW_TOKENS, until=POPE_STOP)
     (root / "lmms_runner.py").write_text(LMMS_RUNNER)
     timing, out = root / "lmms_timing.json", root / "lmms_out"
     cmd = [lmms_python, str(root / "lmms_runner.py"), str(timing), "--model", "llava_hf",

@@ -1,7 +1,8 @@
 """`vlmbench check`: the regression gate between a baseline run and a candidate run.
 
 Exit 0 when no headline metric dropped significantly, 1 when one did (p < alpha and the drop
-exceeds --max-drop, in the metric's own direction), 2 when the runs cannot be compared.
+exceeds --max-drop, in the metric's own direction), 2 when the runs cannot be compared -- which
+includes a run whose results.json disagrees with its own samples, since the gate judges the samples.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vlmbench.arguments import check_seed
 from vlmbench.errors import CheckFailed
 
 
@@ -19,9 +21,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=(
             "Compare two runs on the same samples (matched by question_id). Exit 1 when some task's "
             "headline metric drops with p < ALPHA and by more than MAX_DROP; exit 0 otherwise; exit 2 when "
-            "the runs differ in tasks, data fingerprints or question ids. Prints every metric with "
-            "baseline, candidate, delta, the 95% paired-bootstrap CI of the delta and a p-value "
-            "(McNemar for right/wrong metrics, paired bootstrap otherwise)."
+            "the runs differ in tasks, data fingerprints or question ids, or when a run's results.json "
+            "disagrees with its samples. Every metric is recomputed from the samples of both runs and "
+            "printed with baseline, candidate, delta, the 95% paired-bootstrap CI of the delta and a "
+            "p-value (McNemar for right/wrong metrics, paired bootstrap otherwise)."
         ),
     )
     p.add_argument(
@@ -46,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vlmbench.report.gate import format_table, run_check, summary
 
+    check_seed(args.seed)
     outcome = run_check(
         args.baseline,
         args.candidate,

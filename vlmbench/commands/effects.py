@@ -47,10 +47,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlmbench.arguments import check_seed
     from vlmbench.errors import UserError
     from vlmbench.report.effects import parse_run_specs, run_effects, unknown_run_note
     from vlmbench.report.effects_study import load_study
 
+    check_seed(args.seed)
     study = load_study(args.study)
     for name in parse_run_specs(args.runs):
         if name not in study.known_runs:

@@ -30,11 +30,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--alpha", type=float, default=0.05, help="significance level for marking p-values (default 0.05)"
     )
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed, 0 to 2**32-1 (default 0)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlmbench.arguments import check_output_file, check_seed
     from vlmbench.errors import UserError
     from vlmbench.report.html import render_report
 
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--max-samples {args.max_samples} must be >= 0")
     if not 0.0 < args.alpha < 1.0:
         raise UserError(f"--alpha {args.alpha} must lie strictly between 0 and 1")
+    check_seed(args.seed)
+    check_output_file(args.out, "--out")  # before the runs are read: a directory here would fail only at the end
     out = render_report(
         args.runs, args.out, max_samples_per_task=args.max_samples, alpha=args.alpha, seed=args.seed
     )

@@ -3,14 +3,22 @@
 The runner evaluates and writes the run directory; this command then renders its `report.html` (and
 the optional lmms-eval copy) on the main process. A report that fails to render is logged and leaves
 results.json and samples/ as they are, so `vlmbench report` can render it again later.
+
+Exit code: 0 when the run finished, also when some samples failed (they are counted in results.json's
+``errors``), unless ``--max-errors`` is given: then 1 when a task has more failed samples than it
+allows, after every file is written. Under torchrun only rank 0 applies it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 from pathlib import Path
+
+from vlmbench.errors import CheckFailed
+from vlmbench.runner.options import ErrorBudget
 
 log = logging.getLogger("vlmbench.run")
 
@@ -28,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--output-dir", default="runs", help="where run directories are created (default runs/)")
     p.add_argument("--run-name", help="name of the run directory (default <model>-<UTC time>)")
     p.add_argument("--resume", action="store_true", help="continue the named (or latest unfinished) run in place")
-    p.add_argument("--seed", type=int, default=0, help="seed for random init, sampling and bootstrap CIs")
+    p.add_argument("--seed", type=int, default=0, help="seed for random init, sampling and bootstrap CIs (0 to 2**32-1)")
     p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
     p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: the checkpoint's)")
     p.add_argument("--answer-mode", choices=["generate", "choices"], help="override the tasks' answer mode")
@@ -40,16 +48,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="hf: models: attention kernel (default sdpa; flash_attention_2 on CUDA when flash_attn imports)")
     p.add_argument("--lmms-eval-output", metavar="PATH",
                    help="also write the results in lmms-eval's layout (a directory, or a *_results.json file)")
+    p.add_argument("--max-errors", metavar="N|P%",
+                   help="exit 1 when a task has more than N failed samples (or P%% of its samples); "
+                        "default: failed samples are counted in results.json and the run exits 0")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from vlmbench.runner.run import RunOptions, run_evaluation
 
-    if args.limit is not None and args.limit < 1:
-        from vlmbench.errors import UserError
-
-        raise UserError(f"--limit {args.limit} must be a positive integer")
+    budget = ErrorBudget.parse(args.max_errors)
+    if args.lmms_eval_output:
+        _check_lmms_output(Path(args.lmms_eval_output))
     opts = RunOptions(
         model=args.model,
         tasks=[t.strip() for t in args.tasks.split(",") if t.strip()],
@@ -78,7 +88,31 @@ def run(args: argparse.Namespace) -> int:
         from vlmbench.interop.lmms import write_lmms_eval_results
 
         write_lmms_eval_results(run_dir, args.lmms_eval_output)
+    _apply_error_budget(run_dir, budget)
     return 0
+
+
+def _apply_error_budget(run_dir: Path, budget: ErrorBudget) -> None:
+    """`CheckFailed` (exit 1) when a task of the finished run has more failed samples than allowed."""
+    if budget.unlimited:
+        return
+    tasks = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))["tasks"]
+    over = budget.over(tasks)
+    if over:
+        raise CheckFailed(
+            f"{'; '.join(over)}: more than --max-errors {budget.text} allows; the results are in {run_dir} "
+            "(each failed sample has its reason in samples/<task>.jsonl, field error)"
+        )
+
+
+def _check_lmms_output(path: Path) -> None:
+    """``--lmms-eval-output``: a ``.json`` file or a directory that can be written (checked before the run)."""
+    from vlmbench.arguments import check_output_file, check_writable_dir
+
+    if path.suffix == ".json":
+        check_output_file(path, "--lmms-eval-output")
+    else:
+        check_writable_dir(path, "--lmms-eval-output")
 
 
 def write_report(run_dir: Path) -> Path | None:

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlmbench.arguments import check_seed
+
+    check_seed(args.seed)
     task = args.task
     scorer = _scorer_for(task)
     references = read_numbered_rows(args.references)

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
 
     from vlmbench.errors import UserError
     from vlmbench.training.loop import TrainControl, TrainingInterrupted, train
-    from vlmbench.training.recipe import load_recipe
+    from vlmbench.training.recipe import check_inputs, load_recipe
 
     overrides = {}
     if args.out is not None:
@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir.resolve())
     recipe = load_recipe(args.recipe, overrides)
+    check_inputs(recipe)  # before any data set is generated
     if args.threads is not None:
         if args.threads < 1:
             raise UserError("--threads must be >= 1")

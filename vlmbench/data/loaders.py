@@ -72,7 +72,13 @@ class ReleaseTable:
     def rows(self, exclude: Sequence[str] = ()) -> list[dict[str, Any]]:
         """Every row, in file order, without the ``exclude`` columns (e.g. the images)."""
         keep = [c for c in self.dataset.column_names if c not in exclude]
-        return self.dataset.select_columns(keep).to_list()
+        try:
+            return self.dataset.select_columns(keep).to_list()
+        except UnicodeDecodeError as exc:  # Arrow stores string cells unchecked; Python decodes them here
+            raise UserError(
+                f"the data at {self.root} has a text cell that is not UTF-8 ({exc.reason}); "
+                "re-encode its string columns as UTF-8 (or store binary data as a binary column)"
+            ) from None
 
     def images(self, column: str, n: int) -> list[tuple[bytes | None, str | None]]:
         """(bytes, path) of the first ``n`` rows' images; a relative path is resolved against `root`."""

@@ -75,6 +75,13 @@ def model_manifest() -> Any:
 
 
 # ---- the model plugin ------------------------------------------------------------------------
+# The `--model_args` keys the plugin reads (each a keyword of `VlmbenchLMM.__init__`), with a sample value.
+MODEL_ARGS = {
+    "model": "MODEL", "checkpoint": "DIR", "device": "cpu|cuda", "dtype": "float32|bfloat16|float16",
+    "batch_size": "N", "attn_implementation": "sdpa|eager|flash_attention_2", "seed": "N",
+}
+
+
 class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
     """lmms-eval model over a vlmbench model: `generate_until` and `loglikelihood` (simple-model args).
 
@@ -112,7 +119,27 @@ class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
         self.loaded = loaded
         self.vlm: EvalModel = loaded.model
         self.model_name = loaded.name
-        self.batch_size_per_gpu = max(1, int(batch_size))
+        self.batch_size_per_gpu = _batch_size(batch_size)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None) -> VlmbenchLMM:
+        """Build the model from lmms-eval's `--model_args` string and its CLI settings.
+
+        lmms-eval always passes `batch_size` (its `--batch_size`, default 1), `max_batch_size` and
+        `device` in `additional_config`; its own version of this method then calls
+        `cls(**model_args, **additional_config)`, which fails with "got multiple values for keyword
+        argument" as soon as `--model_args` names one of them too. Here a setting named in
+        `--model_args` wins (it is the one written for this model; the CLI value may be only lmms-eval's
+        default), and unset (None) CLI values are dropped."""
+        args = _parse_model_args(arg_string)
+        unknown = sorted(set(args) - set(MODEL_ARGS))
+        if unknown:  # **kwargs would swallow a misspelt key and evaluate the default model instead
+            raise UserError(
+                f"vlmbench lmms-eval model: --model_args key(s) {', '.join(map(repr, unknown))} unknown; "
+                f"use {', '.join(f'{key}={value}' for key, value in MODEL_ARGS.items())}"
+            )
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in args}
+        return cls(**args, **extra)
 
     # lmms-eval reads these on some code paths
     @property
@@ -186,6 +213,52 @@ class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
         raise NotImplementedError("vlmbench models answer single-turn questions; multi-round tasks are not supported")
 
 
+def _parse_model_args(arg_string: str) -> dict[str, Any]:
+    """`key=value,key=value` as lmms-eval parses it (its own parser when importable, so quoting and
+    value conversion match), else the same rules for the plain form: true/false, ints, floats, text."""
+    try:
+        from lmms_eval.utils import simple_parse_args_string
+    except ImportError:
+        pass
+    else:
+        return dict(simple_parse_args_string(arg_string or ""))
+    args: dict[str, Any] = {}
+    for item in filter(None, (part.strip() for part in (arg_string or "").split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"lmms-eval --model_args: {item!r} is not key=value; write e.g. model=llava-1.5-style,batch_size=8")
+        args[key.strip()] = _arg_value(value)
+    return args
+
+
+def _arg_value(text: str) -> Any:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.isnumeric():
+        return int(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _batch_size(value: Any) -> int:
+    """A positive whole number (lmms-eval passes `--batch_size` as text); 'auto' is not supported."""
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, float) and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        number = int(value.strip())
+    if number is None or number < 1:
+        raise UserError(
+            f"vlmbench lmms-eval model: batch_size {value!r} is not a positive whole number; "
+            "pass e.g. --batch_size 8 or --model_args ...,batch_size=8 ('auto' is not supported)"
+        )
+    return number
+
+
 def _starts_with_word(text: str, target: str) -> bool:
     """`text` is `target`, or begins with it followed by a non-word character (greedy decoding
     produced the target and then went on)."""
@@ -193,6 +266,93 @@ def _starts_with_word(text: str, target: str) -> bool:
         return False
     rest = text[len(target) :]
     return not rest or not (rest[0].isalnum() or rest[0] == "_")
+
+
+# ---- vlmbench samples as a local lmms-eval task ---------------------------------------------
+_LOCAL_TASK_YAML = """task: {name}
+dataset_path: parquet
+dataset_kwargs:
+  data_files:
+    test: {parquet}
+test_split: test
+output_type: generate_until
+doc_to_visual: !function {name}_utils.doc_to_visual
+doc_to_text: !function {name}_utils.doc_to_text
+doc_to_target: answer
+generation_kwargs:
+  max_new_tokens: {max_new_tokens}
+  until: {until}
+  temperature: 0
+  top_p: 1.0
+  num_beams: 1
+  do_sample: false
+process_results: !function {name}_utils.process_results
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  - version: 0.0
+"""
+
+_LOCAL_TASK_UTILS = """import io
+
+from PIL import Image
+
+
+def doc_to_visual(doc):
+    return [Image.open(io.BytesIO(data)).convert("RGB") for data in doc["images"]]
+
+
+def doc_to_text(doc):
+    return doc["prompt"]
+
+
+def process_results(doc, results):
+    return {"acc": float(results[0].strip().lower() == doc["answer"].strip().lower())}
+"""
+
+
+def write_lmms_eval_task(
+    samples: Sequence[Any], task_dir: str | Path, *, name: str, max_new_tokens: int, until: Sequence[str]
+) -> Path:
+    """Write vlmbench samples as a local lmms-eval task (`--include_path task_dir --tasks name`).
+
+    The folder gets `<name>.parquet` (question id, prompt, answer and every image as PNG bytes),
+    `<name>.yaml` (a `generate_until` task with greedy `generation_kwargs`, scored by exact match) and
+    `<name>_utils.py`, so any lmms-eval model answers exactly the questions, prompts and images vlmbench
+    evaluates. Returns the YAML's path."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not name.isidentifier():
+        raise UserError(f"lmms-eval task name {name!r} must be a Python identifier (it names the utils module)")
+    task_dir = Path(task_dir)
+    task_dir.mkdir(parents=True, exist_ok=True)
+    images = []
+    for sample in samples:
+        encoded = []
+        for image in sample.load_images():
+            buffer = io.BytesIO()
+            image.save(buffer, format="PNG")
+            encoded.append(buffer.getvalue())
+        images.append(encoded)
+    table = pa.table({
+        "question_id": [sample.question_id for sample in samples],
+        "prompt": [sample.prompt for sample in samples],
+        "answer": [str(sample.reference_fields.get("answer", (sample.references or [""])[0])) for sample in samples],
+        "images": pa.array(images, type=pa.list_(pa.binary())),
+    })
+    parquet = task_dir / f"{name}.parquet"
+    pq.write_table(table, parquet)
+    yaml_path = task_dir / f"{name}.yaml"
+    yaml_path.write_text(_LOCAL_TASK_YAML.format(
+        name=name, parquet=json.dumps(str(parquet)), max_new_tokens=int(max_new_tokens), until=json.dumps(list(until))
+    ))
+    (task_dir / f"{name}_utils.py").write_text(_LOCAL_TASK_UTILS)
+    return yaml_path
 
 
 # ---- results in lmms-eval's layout -----------------------------------------------------------
@@ -388,4 +548,6 @@ def _read_samples(path: Path) -> list[dict[str, Any]]:
     return read_rows(path)
 
 
-__all__ = ["HAVE_LMMS_EVAL", "LMMS_TASKS", "VlmbenchLMM", "model_manifest", "write_lmms_eval_results"]
+__all__ = [
+    "HAVE_LMMS_EVAL", "LMMS_TASKS", "VlmbenchLMM", "model_manifest", "write_lmms_eval_results", "write_lmms_eval_task",
+]

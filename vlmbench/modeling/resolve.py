@@ -56,10 +56,7 @@ def load_model(
         model = VLM.load(path, device=device, dtype=dtype)
         return LoadedModel(model, model.config.name, None, str(path), True)
     if spec not in presets:
-        raise UserError(
-            f"unknown model '{spec}': not a preset ({', '.join(presets) or 'none found'}), "
-            f"a vlmbench checkpoint directory or {HF_PREFIX}<path or repo id>; see `vlmbench models`"
-        )
+        raise _unknown_model(spec, presets)
     config = load_preset(spec)
     ckpt = demo_checkpoint(spec)
     if ckpt is not None:
@@ -75,4 +72,41 @@ def load_model(
     return LoadedModel(model.eval(), spec, spec, None, False)
 
 
-__all__ = ["HF_PREFIX", "load_model"]
+def check_model_spec(spec: str, checkpoint: str | None = None) -> None:
+    """Refuse a MODEL (and ``--checkpoint``) that `load_model` would refuse, without loading anything.
+
+    `vlmbench run` calls this before it reads or generates data. It checks what the name resolves
+    to: an ``hf:`` directory or cached repo id, a checkpoint directory's files, a preset name. Files
+    that exist but are broken are still found by `load_model`."""
+    if spec.startswith(HF_PREFIX):
+        if checkpoint:
+            raise UserError(
+                f"--checkpoint applies to vlmbench models, not {spec}; drop --checkpoint "
+                f"(an {HF_PREFIX} model's weights are in its own directory)"
+            )
+        from vlmbench.modeling.hf import resolve_hf_path
+
+        resolve_hf_path(spec[len(HF_PREFIX) :])
+        return
+    from vlmbench.modeling.vlm import check_checkpoint_dir
+
+    if checkpoint:
+        if not Path(checkpoint).expanduser().is_dir():
+            raise UserError(f"--checkpoint {checkpoint} is not a directory; pass what `vlmbench train` wrote")
+        check_checkpoint_dir(Path(checkpoint).expanduser())
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        check_checkpoint_dir(path)
+    elif spec not in preset_names():
+        raise _unknown_model(spec, preset_names())
+
+
+def _unknown_model(spec: str, presets: list[str]) -> UserError:
+    return UserError(
+        f"unknown model '{spec}': not a preset ({', '.join(presets) or 'none found'}), "
+        f"a vlmbench checkpoint directory or {HF_PREFIX}<path or repo id>; see `vlmbench models`"
+    )
+
+
+__all__ = ["HF_PREFIX", "check_model_spec", "load_model"]

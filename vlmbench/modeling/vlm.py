@@ -390,12 +390,7 @@ class VLM(nn.Module):
         from transformers import AutoConfig, AutoModelForCausalLM
 
         directory = Path(directory)
-        missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, LLM_CONFIG_DIR, TOKENIZER_DIR) if not (directory / name).exists()]
-        if missing:
-            raise UserError(
-                f"{directory} is not a vlmbench checkpoint (missing {', '.join(missing)}); "
-                "a checkpoint is what `VLM.save` / `vlmbench train` writes"
-            )
+        check_checkpoint_dir(directory)
         data = json.loads((directory / CONFIG_FILE).read_text())
         data.pop("vlmbench_version", None)
         config = VLMConfig.from_dict(data, source=str(directory / CONFIG_FILE))
@@ -409,6 +404,16 @@ class VLM(nn.Module):
 
 
 # ---- helpers ---------------------------------------------------------------------------------
+def check_checkpoint_dir(directory: Path) -> None:
+    """`UserError` unless ``directory`` holds every file `VLM.save` writes (nothing is read)."""
+    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, LLM_CONFIG_DIR, TOKENIZER_DIR) if not (directory / name).exists()]
+    if missing:
+        raise UserError(
+            f"{directory} is not a vlmbench checkpoint (missing {', '.join(missing)}); "
+            "a checkpoint is what `VLM.save` / `vlmbench train` writes"
+        )
+
+
 def build_llm(config: VLMConfig, tokenizer: Any, load_pretrained: bool = True) -> nn.Module:
     """A causal LM from its local path (`llm.pretrained`) or built from the config sizes."""
     from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config

@@ -25,10 +25,11 @@ from typing import Any
 import numpy as np
 
 from vlmbench.errors import UserError
+from vlmbench.metrics.chair import gt_objects
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES, paired_bootstrap, paired_bootstrap_statistics
 from vlmbench.report.effects_study import Effect, Metric, Study, Verdict, load_study
 from vlmbench.report.metricspec import finite
-from vlmbench.report.paired import gt_objects, id_examples, match_rows, question_id_problems, sample_stats
+from vlmbench.report.paired import id_examples, match_rows, question_id_problems, sample_stats
 from vlmbench.report.runs import Run, load_run
 
 Rows = list[dict[str, Any]]

@@ -5,16 +5,22 @@ scorer's, else the one results.json records) by more than ``max_drop`` *and* the
 matched samples (the scorer's statistics) gives ``p < alpha``. Runs that
 cannot be compared sample by sample (different tasks, data fingerprints or question ids) are bad
 input (UserError), never a pass.
+
+A run directory is untrusted input, and the gate judges the samples: every metric is recomputed
+from the samples of both runs, and a run whose results.json records another number than its
+samples give (or another sample count), or whose samples cannot recompute the headline, is refused
+with both numbers named -- an edited results.json can neither pass a regression nor hide one.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from vlmbench.errors import UserError
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES
-from vlmbench.report.metricspec import fmt_number, fmt_p, headline_of
+from vlmbench.report.metricspec import fmt_number, fmt_p, headline_of, scorer_of
 from vlmbench.report.paired import (
     MetricDelta,
     TaskComparison,
@@ -22,9 +28,12 @@ from vlmbench.report.paired import (
     id_examples,
     question_id_problems,
 )
-from vlmbench.report.runs import Run, load_run
+from vlmbench.report.runs import RESULTS_FILE, Run, load_run
 
 _SHOW = 5
+# How far a recorded metric may lie from its recomputation: float noise of a different summation
+# order, far below any printed digit.
+_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True)
@@ -85,6 +94,69 @@ def ensure_comparable(baseline: Run, candidate: Run) -> None:
             raise UserError(f"task {task}: the question ids differ: {'; '.join(parts)}")
 
 
+def _pair(recorded: float, recomputed: float) -> tuple[str, str]:
+    """Both numbers with as few decimals (4 at least) as it takes to tell them apart."""
+    for digits in range(4, 17):
+        a, b = f"{recorded:.{digits}f}", f"{recomputed:.{digits}f}"
+        if a != b:
+            break
+    return a, b
+
+
+def ensure_sample_counts(run: Run, role: str) -> None:
+    """Raise UserError when a task's results.json ``n`` is not the number of its sample rows."""
+    for task, result in run.tasks.items():
+        n = result.get("n")
+        rows = len(run.samples(task))
+        if isinstance(n, int) and not isinstance(n, bool) and n != rows:
+            raise UserError(
+                f"task {task}: the {role}'s {run.dir / RESULTS_FILE} records n={n} but its "
+                f"samples/{task}.jsonl has {rows} rows; the run was edited or is incomplete: re-run it"
+            )
+
+
+def _missing_scorer(run: Run, task: str) -> str:
+    """The note " (its scorer X is not available here)" when the run names a scorer that this install
+    cannot load (its samples are then read as means of their fields), else ""."""
+    spec = run.tasks[task].get("scorer")
+    return (
+        f" (its scorer {spec} is not available here)"
+        if spec and scorer_of(task, run.tasks[task]) is None
+        else ""
+    )
+
+
+def ensure_judged_from_samples(comparison: TaskComparison, baseline: Run, candidate: Run) -> None:
+    """Raise UserError unless the headline is recomputed from the samples and every recomputed
+    metric equals what each run's results.json records (naming both numbers where one does not)."""
+    task = comparison.task
+    headline = comparison.headline_delta
+    if headline is not None and not headline.recomputed:
+        raise UserError(
+            f"task {task}: the headline metric {headline.metric!r} cannot be recomputed from the runs' "
+            f"samples/{task}.jsonl{_missing_scorer(baseline, task)}; `check` judges only numbers it can "
+            "recompute from the samples"
+        )
+    for index, run, role in ((0, baseline, "baseline"), (1, candidate, "candidate")):
+        wrong = []
+        for row in comparison.metrics:
+            value = row.baseline if index == 0 else row.candidate
+            claimed = row.recorded[index]
+            if not row.recomputed or claimed is None or value is None:
+                continue
+            if not math.isclose(claimed, value, rel_tol=_TOLERANCE, abs_tol=_TOLERANCE):
+                shown = _pair(claimed, value)
+                wrong.append(f"{row.metric} {shown[0]} in results.json, {shown[1]} from the samples")
+        if wrong:
+            more = f" (and {len(wrong) - 3} more)" if len(wrong) > 3 else ""
+            missing = _missing_scorer(run, task)
+            cause = "unless that is why, " if missing else ""
+            raise UserError(
+                f"task {task}: the {role}'s {run.dir / RESULTS_FILE} disagrees with its samples/{task}.jsonl"
+                f"{missing}: {'; '.join(wrong[:3])}{more}; {cause}the run was edited or is damaged: re-run it"
+            )
+
+
 def run_check(
     baseline_path: Path,
     candidate_path: Path,
@@ -103,6 +175,8 @@ def run_check(
         raise UserError(f"--resamples {n_resamples} must be positive")
     baseline, candidate = load_run(baseline_path), load_run(candidate_path)
     ensure_comparable(baseline, candidate)
+    ensure_sample_counts(baseline, "baseline")
+    ensure_sample_counts(candidate, "candidate")
     comparisons: list[TaskComparison] = []
     regressions: list[Regression] = []
     for task, result_a in baseline.tasks.items():
@@ -119,10 +193,11 @@ def run_check(
             seed=seed,
             alpha=alpha,
         )
-        comparisons.append(comparison)
         row = comparison.headline_delta
         if row is None:
             raise UserError(f"task {task}: headline metric {headline.metric!r} is missing from the results")
+        ensure_judged_from_samples(comparison, baseline, candidate)
+        comparisons.append(comparison)
         worse = row.worse_by
         if worse is not None and worse > 0 and worse > max_drop and row.p is not None and row.p < alpha:
             regressions.append(Regression(task, row))

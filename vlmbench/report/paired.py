@@ -7,6 +7,12 @@ CHAIR from ``mentioned`` / ``hallucinated``; mean-type metrics from the per-samp
 same name); a run whose scorer is not available here falls back to means of per-sample fields named
 like the metrics, the headline falling back to ``score``. Metrics that are means of a right/wrong
 outcome (POPE accuracy, CHAIR_s, exact match, ...) are tested with McNemar instead.
+
+Baseline, candidate and delta of a metric the samples recompute are the samples' numbers, never
+results.json's, so that value, interval and p-value describe the same thing; what results.json
+records stays in `MetricDelta.recorded` for callers that check one against the other (`check`).
+Sample rows of malformed data rows (which the runner logs but leaves out of the metrics) are left
+out here too.
 """
 
 from __future__ import annotations
@@ -18,11 +24,11 @@ from typing import Any
 
 import numpy as np
 
-from vlmbench.metrics.chair import gt_objects as gt_objects  # re-exported for report.effects
 from vlmbench.metrics.registry import BUILTIN_SCORERS
 from vlmbench.metrics.scorer import SampleStats, Scorer, mean_statistics
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES, mcnemar, paired_bootstrap_statistics
 from vlmbench.report.metricspec import Headline, direction, flatten, ordered_metrics, scorer_of
+from vlmbench.tasks.base import MALFORMED_ERROR_PREFIX
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,10 @@ class MetricDelta:
     test: str  # "mcnemar", "bootstrap" or "" (not testable from the samples)
     higher_is_better: bool | None
     headline: bool
+    recomputed: bool = False
+    """True when baseline and candidate are recomputed from the matched samples (else results.json's)."""
+    recorded: tuple[float | None, float | None] = (None, None)
+    """(baseline, candidate) as the runs' results.json record them."""
 
     @property
     def worse_by(self) -> float | None:
@@ -80,6 +90,15 @@ def sample_stats(
     scorer = scorer if scorer is not None else BUILTIN_SCORERS.get(task)
     special = scorer.statistics(rows) if scorer is not None else None
     return special if special is not None else mean_statistics(rows, metric_names, headline)
+
+
+def scored_rows(rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows the runner's scorer saw: every sample row but those of malformed data rows."""
+    return [
+        row
+        for row in rows
+        if not (isinstance(row.get("error"), str) and row["error"].startswith(MALFORMED_ERROR_PREFIX))
+    ]
 
 
 def id_examples(ids: set[str], limit: int) -> str:
@@ -136,32 +155,38 @@ def compare_task(
 ) -> TaskComparison:
     """Compare every metric of ``task`` between baseline A and candidate B on their common samples.
 
-    When both runs hold exactly the matched samples, baseline/candidate values come from
-    results.json; otherwise they are recomputed on the matched subset so that delta, interval and
-    p-value all describe the same samples.
+    Every metric the samples recompute gets its baseline/candidate values from the matched samples
+    (see the module docstring); the others keep results.json's values, untested, and only when both
+    runs hold exactly the matched samples.
     """
+    rows_a, rows_b = scored_rows(rows_a), scored_rows(rows_b)
     a, b = match_rows(rows_a, rows_b)
     scorer = scorer_of(task, result_a)
     recorded = result_a.get("directions")
-    metrics_a = flatten(result_a.get("metrics", {}))
-    metrics_b = flatten(result_b.get("metrics", {}))
+    recorded_a = flatten(result_a.get("metrics", {}))
+    recorded_b = flatten(result_b.get("metrics", {}))
     names = ordered_metrics(task, {**result_a.get("metrics", {}), **result_b.get("metrics", {})}, headline)
     n = len(a)
     complete = n == len(rows_a) == len(rows_b)
     boot: dict[str, tuple[float, tuple[float, float], float]] = {}
     stats_a = stats_b = None
+    metrics_a = dict(recorded_a) if complete else {}
+    metrics_b = dict(recorded_b) if complete else {}
+    from_samples: set[str] = set()
     if n:
         stats_a = sample_stats(task, a, names, headline.metric, scorer)
         stats_b = sample_stats(task, b, names, headline.metric, scorer)
         boot = paired_bootstrap_statistics(
             n, stats_a.compute, stats_b.compute, n_resamples=n_resamples, seed=seed, alpha=alpha
         )
-        if not complete:
-            point_a = stats_a.compute(np.arange(n)[None, :])
-            point_b = stats_b.compute(np.arange(n)[None, :])
-            metrics_a = {k: float(v[0]) for k, v in point_a.items()}
-            metrics_b = {k: float(v[0]) for k, v in point_b.items()}
-            names = [k for k in names if k in metrics_a] + [k for k in metrics_a if k not in names]
+        identity = np.arange(n)[None, :]
+        point_a, point_b = stats_a.compute(identity), stats_b.compute(identity)
+        from_samples = {k for k in point_a if k in point_b}
+        metrics_a.update({k: float(point_a[k][0]) for k in from_samples})
+        metrics_b.update({k: float(point_b[k][0]) for k in from_samples})
+        known = set(names)
+        names = [k for k in names if k in metrics_a or k in metrics_b]
+        names += [k for k in point_a if k in from_samples and k not in known]
     rows: list[MetricDelta] = []
     for name in names:
         base, cand = metrics_a.get(name), metrics_b.get(name)
@@ -170,10 +195,8 @@ def compare_task(
         p: float | None = None
         test = ""
         if name in boot:
-            boot_delta, ci, p = boot[name]
+            _, ci, p = boot[name]
             test = "bootstrap"
-            if delta is None:
-                delta = boot_delta
         if stats_a is not None and stats_b is not None and name in stats_a.binary and name in stats_b.binary:
             (out_a, mask_a), (out_b, mask_b) = stats_a.binary[name], stats_b.binary[name]
             mask = mask_a & mask_b
@@ -181,5 +204,11 @@ def compare_task(
             test = "mcnemar"
         is_headline = name == headline.metric
         higher = headline.higher_is_better if is_headline else direction(name, scorer, recorded)
-        rows.append(MetricDelta(name, base, cand, delta, ci, p, test, higher, is_headline))
+        rows.append(
+            MetricDelta(
+                name, base, cand, delta, ci, p, test, higher, is_headline,
+                recomputed=name in from_samples,
+                recorded=(recorded_a.get(name), recorded_b.get(name)),
+            )
+        )  # fmt: skip
     return TaskComparison(task, n, len(rows_a), len(rows_b), headline, rows)

@@ -23,6 +23,7 @@ import torch
 from vlmbench.modeling.interface import EvalModel
 from vlmbench.runner.logs import PredictionLog
 from vlmbench.runner.plan import Batch
+from vlmbench.tasks.base import MALFORMED_ERROR_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +139,7 @@ def _answer_batch(
         for sample in todo:
             base = {"question_id": sample.question_id, "prediction": "", "error": None}
             if sample.meta.get("error"):
-                records[sample.question_id] = {**base, "error": f"malformed row: {sample.meta['error']}"}
+                records[sample.question_id] = {**base, "error": f"{MALFORMED_ERROR_PREFIX}{sample.meta['error']}"}
                 continue
             try:
                 visual, info = _visual_for(model, sample, cache)

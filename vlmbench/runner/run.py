@@ -4,10 +4,15 @@ Flow per task: every rank loads the samples (rank 0 first, so a synthetic set is
 forms the same global batches, answers its own share into its own log, then rank 0 gathers the
 logs, scores, and writes `samples/<task>.jsonl`; finally `results.json`. The HTML report is rendered
 by the caller (`vlmbench.commands.run`) from the finished run directory.
+
+Rank 0 locks the run directory (`runner/lock.py`) for the whole job. A `--resume` is locked and
+checked against the recorded manifest (`runner/state.py`) before any data or model is loaded, and
+its weights and data fingerprints right after loading, before any prediction is made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -17,7 +22,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +35,9 @@ from vlmbench.modeling.interface import EvalModel
 from vlmbench.resources import checkout_root
 from vlmbench.runner import state
 from vlmbench.runner.engine import AnswerSettings, FeatureCache, run_batches
+from vlmbench.runner.lock import RunLock
 from vlmbench.runner.logs import PredictionLog, log_path, read_logs
+from vlmbench.runner.options import DTYPES, RunOptions, parse_batch_size
 from vlmbench.runner.plan import batches_for_rank, image_size_of, make_batches
 from vlmbench.runner.results import (
     headline_record,
@@ -46,48 +53,41 @@ log = logging.getLogger("vlmbench.run")
 CPU_AUTO_BATCH = 8  # on CPU memory is rarely the limit and larger batches stop paying off
 
 
-@dataclass
-class RunOptions:
-    model: str
-    tasks: list[str]
-    checkpoint: str | None = None
-    data_dir: str | None = None
-    limit: int | None = None
-    batch_size: str = "8"
-    output_dir: str = "runs"
-    run_name: str | None = None
-    resume: bool = False
-    seed: int = 0
-    device: str | None = None
-    dtype: str | None = None
-    answer_mode: str | None = None  # force "generate" (or "choices") for every task
-    feature_cache: bool = True
-    dist_timeout_s: float = 1800.0
-    synthetic_n: int | None = None
-    attn_implementation: str | None = None  # hf: models only (sdpa | eager | flash_attention_2)
-    extra: dict[str, Any] = field(default_factory=dict)
+__all__ = ["RunOptions", "run_evaluation"]
 
 
 def run_evaluation(opts: RunOptions) -> Path:
-    """Run the evaluation; returns the run directory (on every rank)."""
+    """Run the evaluation; returns the run directory (on every rank).
+
+    The options (`RunOptions.validate`), the task names and the model argument are checked before a
+    process group is set up, any data is read or generated, any model loaded or a run directory made."""
+    opts.validate()
     ctx = init_distributed(opts.device, opts.dist_timeout_s)
+    held = contextlib.ExitStack()  # rank 0's lock of the run directory, released however the run ends
     try:
-        return _run(opts, ctx)
+        return _run(opts, ctx, held)
     finally:
+        held.close()
         shutdown(ctx)
 
 
-def _run(opts: RunOptions, ctx: DistContext) -> Path:
-    from vlmbench.modeling.resolve import load_model
+def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path:
+    from vlmbench.modeling.resolve import check_model_spec, load_model
     from vlmbench.tasks.registry import load_task
 
-    if not opts.tasks:
-        raise UserError("--tasks is empty: give a comma-separated list, e.g. --tasks pope,docvqa (see `vlmbench tasks`)")
     adapters = {name: load_task(name) for name in opts.tasks}
     for adapter in adapters.values():
         headline_record(adapter)  # an unknown scorer or primary_metric fails before any inference
-    data_dirs = _data_dirs(opts)
+    check_model_spec(opts.model, opts.checkpoint)  # an unknown model fails before any data is generated
+    data_dirs = opts.task_data_dirs()
     dtype = _dtype(opts.dtype)
+    fixed_batch = _batch_size(opts.batch_size, ctx)
+    recorded = {
+        "settings": _prediction_settings(opts, ctx, adapters, dtype, fixed_batch),
+        "task_fingerprints": {name: _fingerprint(a.config.to_dict()) for name, a in adapters.items()},
+    }
+    # Before any data or model is loaded: the run directory (with --resume: locked and checked).
+    claimed = _agree(ctx, _claim_run_dir(opts, recorded, held) if ctx.is_main else None)
 
     # Data: rank 0 first (it may generate the synthetic sets), then the others read them.
     loaded_data: dict[str, tuple[list[Any], Any]] = {}
@@ -111,16 +111,15 @@ def _run(opts: RunOptions, ctx: DistContext) -> Path:
         for name, (samples, info) in loaded_data.items():
             log.info("task %s: %d samples from %s%s", name, len(samples), info.source, " (SYNTHETIC)" if info.synthetic else "")
 
-    manifest = {
-        "model_identity": _model_identity(opts, loaded),
-        "task_fingerprints": {name: _fingerprint(a.config.to_dict()) for name, a in adapters.items()},
-        "data_fingerprints": {name: info.fingerprint for name, (_, info) in loaded_data.items()},
-    }
-    run_dir = ctx.broadcast(_open_run_dir(opts, manifest) if ctx.is_main else None)
-    if isinstance(run_dir, UserError):
-        raise run_dir
-    run_dir = Path(run_dir)
-    fixed_batch = _batch_size(opts.batch_size, ctx)
+    opened = None
+    if ctx.is_main:
+        manifest = {
+            **recorded,
+            "model_identity": _model_identity(opts, loaded),
+            "data_fingerprints": {name: info.fingerprint for name, (_, info) in loaded_data.items()},
+        }
+        opened = _open_run_dir(opts, claimed, manifest, held)
+    run_dir = _agree(ctx, opened)
 
     task_results: dict[str, Any] = {}
     totals = {"samples": 0, "visual_tokens": 0, "errors": 0, "wall_s": 0.0}
@@ -128,7 +127,7 @@ def _run(opts: RunOptions, ctx: DistContext) -> Path:
     for name, adapter in adapters.items():
         samples, info = loaded_data[name]
         settings = _settings(adapter.config, opts.answer_mode)
-        batch_size = fixed_batch or _probe(ctx, model, samples, settings)
+        batch_size = fixed_batch or _probe(ctx, model, samples, settings, run_dir, name)
         batches = make_batches(samples, batch_size, _shape_key(model))
         mine = batches_for_rank(batches, ctx.rank, ctx.world_size)
         done = set(read_logs(run_dir, name)) if opts.resume else set()
@@ -172,25 +171,12 @@ def _run(opts: RunOptions, ctx: DistContext) -> Path:
 
 
 # ---- pieces -----------------------------------------------------------------------------------
-def _data_dirs(opts: RunOptions) -> dict[str, Path]:
-    if not opts.data_dir:
-        return {}
-    root = Path(opts.data_dir)
-    if not root.exists():
-        raise UserError(f"--data-dir {root} does not exist")
-    if len(opts.tasks) == 1:
-        return {opts.tasks[0]: root}
-    return {name: root / name for name in opts.tasks if (root / name).exists()}
-
-
 def _dtype(name: str | None) -> torch.dtype | None:
     if name is None:
         return None
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise UserError(f"--dtype {name} is unknown; use one of {', '.join(table)}")
-    return table[name]
+    if name not in DTYPES:
+        raise UserError(f"--dtype {name} is unknown; use one of {', '.join(DTYPES)}")
+    return getattr(torch, DTYPES[name])
 
 
 def _settings(config: Any, forced: str | None) -> AnswerSettings:
@@ -218,51 +204,120 @@ def _shape_key(model: EvalModel):
 
 def _batch_size(value: str, ctx: DistContext) -> int | None:
     """A fixed batch size, or None when it must be probed per task (`auto` on CUDA)."""
-    if value == "auto":
+    size = parse_batch_size(value)
+    if size is None:  # auto
         return None if ctx.device.type == "cuda" else CPU_AUTO_BATCH
-    try:
-        size = int(value)
-    except ValueError:
-        raise UserError(f"--batch-size {value} is not a positive integer or 'auto'") from None
-    if size < 1:
-        raise UserError(f"--batch-size {value} must be at least 1")
     return size
 
 
-def _probe(ctx: DistContext, model: EvalModel, samples: list[Any], settings: AnswerSettings) -> int:
-    """`--batch-size auto` on CUDA: rank 0 probes, every rank uses its answer (batches must agree)."""
+def _probe(
+    ctx: DistContext, model: EvalModel, samples: list[Any], settings: AnswerSettings, run_dir: Path, task: str
+) -> int:
+    """`--batch-size auto` on CUDA: rank 0 probes, every rank uses its answer (batches must agree).
+
+    The size is recorded in run.json (``auto_batch_size``) and a resumed run reuses it instead of
+    probing again: free memory may differ by then, and another batch size would pad the remaining
+    batches differently from the ones already logged."""
     from vlmbench.runner.engine import probe_batch_size
 
-    size = probe_batch_size(model, samples, settings) if ctx.is_main else None
-    size = ctx.broadcast(size)
+    size = None
     if ctx.is_main:
-        log.info("--batch-size auto: %d", size)
-    return int(size)
+        manifest = state.read_manifest(run_dir) or {}
+        recorded = (manifest.get("auto_batch_size") or {}).get(task)
+        size = recorded if type(recorded) is int and recorded >= 1 else probe_batch_size(model, samples, settings)
+        if size != recorded:
+            chosen = {**(manifest.get("auto_batch_size") or {}), task: size}
+            state.write_manifest(run_dir, {**manifest, "auto_batch_size": chosen})
+        log.info("--batch-size auto: %d%s", size, " (recorded by the run being resumed)" if size == recorded else "")
+    return int(ctx.broadcast(size))
 
 
-def _open_run_dir(opts: RunOptions, manifest: dict[str, Any]) -> Path | UserError:
-    """Create (or, with --resume, validate and reopen) the run directory; errors are returned so that
-    rank 0 can broadcast them and every rank exits the same way."""
+def _prediction_settings(
+    opts: RunOptions, ctx: DistContext, adapters: dict[str, Any], dtype: torch.dtype | None, fixed_batch: int | None
+) -> dict[str, Any]:
+    """Every setting besides the weights and the data that can change a prediction (what `--resume`
+    compares before loading anything). The batch size is in: padding a batch changes the numerics."""
+    answers = {name: _settings(a.config, opts.answer_mode) for name, a in adapters.items()}
+    return {
+        "model": _as_path_if_dir(opts.model),
+        "checkpoint": _as_path_if_dir(opts.checkpoint) if opts.checkpoint else None,
+        "answer_mode": {name: s.mode for name, s in answers.items()},
+        "generation": {name: {"choices": list(s.choices), "max_new_tokens": s.max_new_tokens, "stop": list(s.stop)}
+                       for name, s in answers.items()},
+        "dtype": str(dtype).removeprefix("torch.") if dtype is not None else None,
+        "device": ctx.device.type,
+        "limit": opts.limit,
+        "seed": opts.seed,
+        "synthetic_n": opts.synthetic_n,
+        "attn_implementation": opts.attn_implementation,
+        "batch_size": fixed_batch if fixed_batch is not None else "auto",
+    }
+
+
+def _as_path_if_dir(spec: str) -> str:
+    path = Path(spec).expanduser()
+    return str(path.resolve()) if path.is_dir() else spec
+
+
+def _agree(ctx: DistContext, value: Path | UserError | None) -> Path:
+    """Rank 0's answer on every rank: its run directory, or the `UserError` every rank then raises."""
+    value = ctx.broadcast(value)
+    if isinstance(value, UserError):
+        raise value
+    return Path(value)
+
+
+def _claim_run_dir(opts: RunOptions, recorded: dict[str, Any], held: contextlib.ExitStack) -> Path | UserError:
+    """Rank 0, before any data or model is loaded: the run directory this command will write.
+
+    With --resume it must hold a run.json; it is locked (another process writing it is refused) and
+    its recorded settings, task configs and prediction logs are checked now, so a refusal costs
+    nothing. A new run's directory must not exist yet; it is created (and locked) in `_open_run_dir`,
+    so a command that fails while loading leaves nothing behind. Errors are returned so that rank 0
+    can broadcast them and every rank exits the same way."""
     try:
         output = Path(opts.output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        if opts.resume:
-            run_dir = output / opts.run_name if opts.run_name else state.find_resumable(output)
-            old = state.read_manifest(run_dir)
-            if old is None:
-                raise UserError(f"--resume: {run_dir} holds no run.json; drop --resume to start a new run")
-            state.check_resume(old, manifest, run_dir)
-            log.info("resuming %s", run_dir)
-            state.write_manifest(run_dir, {**old, "status": "running", "resumed": _now()})
+        if not opts.resume:
+            run_dir = output / (opts.run_name or state.new_run_name(opts.model))
+            _refuse_existing(run_dir)
             return run_dir
-        name = opts.run_name or state.new_run_name(opts.model)
-        run_dir = output / name
-        if run_dir.exists() and any(run_dir.iterdir()):
-            raise UserError(f"run directory {run_dir} already exists; choose another --run-name or add --resume")
-        state.write_manifest(run_dir, {**manifest, "status": "running", "started": _now(), "run_name": name})
+        run_dir = output / opts.run_name if opts.run_name else state.find_resumable(output)
+        if not (run_dir / state.MANIFEST).is_file():
+            raise UserError(f"--resume: {run_dir} holds no run.json; drop --resume to start a new run")
+        held.enter_context(RunLock(run_dir))
+        state.check_resume(state.read_manifest(run_dir) or {}, recorded, run_dir, state.BEFORE_LOADING)
+        for task in opts.tasks:
+            read_logs(run_dir, task)  # a log line vlmbench did not write is refused here, not after inference
         return run_dir
     except UserError as exc:
         return exc
+
+
+def _open_run_dir(
+    opts: RunOptions, run_dir: Path, manifest: dict[str, Any], held: contextlib.ExitStack
+) -> Path | UserError:
+    """Rank 0, once data and model are loaded: create and lock a new run directory, or check a resumed
+    one's weights and data fingerprints; then record the manifest with status "running"."""
+    try:
+        if opts.resume:
+            old = state.read_manifest(run_dir) or {}
+            state.check_resume(old, manifest, run_dir, state.AFTER_LOADING)
+            log.info("resuming %s", run_dir)
+            state.write_manifest(run_dir, {**old, "status": "running", "resumed": _now()})
+            return run_dir
+        _refuse_existing(run_dir)
+        held.enter_context(RunLock(run_dir))
+        if (run_dir / state.MANIFEST).exists():  # another process created it since the check above
+            raise UserError(f"run directory {run_dir} was just created by another process; choose another --run-name")
+        state.write_manifest(run_dir, {**manifest, "status": "running", "started": _now(), "run_name": run_dir.name})
+        return run_dir
+    except UserError as exc:
+        return exc
+
+
+def _refuse_existing(run_dir: Path) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"run directory {run_dir} already exists; choose another --run-name or add --resume")
 
 
 def _progress(ctx: DistContext, task: str, total: int):
@@ -407,11 +462,20 @@ def _git_commit() -> str | None:
 
 
 def _model_identity(opts: RunOptions, loaded: Any) -> dict[str, Any]:
+    """Which weights the run evaluates: their directory and a fingerprint of its files, or the seed
+    of random weights."""
     identity: dict[str, Any] = {"model": opts.model, "checkpoint": loaded.checkpoint, "trained": loaded.trained}
     if loaded.checkpoint:
-        weights = Path(loaded.checkpoint) / "model.safetensors"
-        if weights.exists():
-            identity["weights_sha256"] = _file_hash(weights)
+        root = Path(loaded.checkpoint)
+        identity["checkpoint"] = str(root.resolve())
+        weights = sorted(root.glob("*.safetensors"))  # a vlmbench model.safetensors, or an hf: model's shards
+        if len(weights) == 1:
+            identity["weights_sha256"] = _file_hash(weights[0])
+        elif weights:
+            listing = "".join(f"{w.name} {_file_hash(w)}\n" for w in weights)
+            identity["weights_sha256"] = hashlib.sha256(listing.encode()).hexdigest()
+        if (root / "config.json").is_file():
+            identity["config_sha256"] = _file_hash(root / "config.json")
     else:
         identity["seed"] = opts.seed
     return identity

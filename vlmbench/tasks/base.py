@@ -17,9 +17,12 @@ The YAML schema and its column roles are in `vlmbench.tasks.config`.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import logging
+import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +46,10 @@ class SampleError(Exception):
 
 class MalformedRow(Exception):
     """Raised by an adapter's row parser: the row cannot be evaluated (the reason is the message)."""
+
+
+MALFORMED_ERROR_PREFIX = "malformed row: "
+"""How a malformed row's `error` starts in the sample logs (it is counted in errors, not scored)."""
 
 
 @dataclass(frozen=True)
@@ -136,12 +143,31 @@ class DataInfo:
 
 
 def as_text(value: Any) -> str:
-    """A cell as stripped text ('' for None; 3.0 → '3')."""
+    """A cell as stripped text: '' for None (and NaN, how pandas-made files mark a missing value),
+    3.0 → '3', a binary cell (Parquet ``binary``) decoded as UTF-8.
+
+    A cell that holds no text (bytes that are not UTF-8, a list, a mapping, an image) raises
+    `MalformedRow`: its ``str()`` (``"b'...'"``, ``"[...]"``) must never become a prompt or a reference.
+    """
     if value is None:
+        return ""
+    if isinstance(value, str):
+        return value.strip()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise MalformedRow(
+                f"a binary cell is not UTF-8 text (byte {exc.start} is 0x{raw[exc.start]:02x})"
+            ) from None
+    if isinstance(value, float) and math.isnan(value):
         return ""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return str(value).strip()
+    if isinstance(value, (numbers.Number, datetime.date, datetime.time)):
+        return str(value).strip()
+    raise MalformedRow(f"expected text, got a {type(value).__name__}")
 
 
 class TaskAdapter:
@@ -301,20 +327,28 @@ class TaskAdapter:
         """Turn one row (without its image) into a `Sample`; a malformed row gets ``meta["error"]``."""
         cols = self.config.columns
         qid_col = cols.get("question_id")
-        qid = as_text(row.get(qid_col)) if qid_col and qid_col in row else str(index)
         key_col = cols.get("image_key")
-        image_key = as_text(row.get(key_col)) if key_col and key_col in row else ""
         meta: dict[str, Any] = {}
         for name in self.config.meta_columns:
             if name in row:
                 meta[name] = row[name]
+        qid = f"row-{index}"  # unique stand-in so a row without a usable id is still recorded
+        image_key = ""
         question = ""
         references: list[str] = []
         fields: dict[str, Any] = {}
         try:
+            try:
+                qid = as_text(row.get(qid_col)) if qid_col and qid_col in row else str(index)
+            except MalformedRow as exc:
+                raise MalformedRow(f"question id: {exc}") from None
             if not qid:
-                qid = f"row-{index}"  # unique stand-in so the row is still recorded
+                qid = f"row-{index}"
                 raise MalformedRow("empty question id")
+            try:
+                image_key = as_text(row.get(key_col)) if key_col and key_col in row else ""
+            except MalformedRow:
+                image_key = ""  # the image's content hash stands in for an unusable image id
             question, references, fields = self.parse_row(row, meta)
         except MalformedRow as exc:
             meta["error"] = f"row {index} (question_id {qid}): {exc}"
@@ -334,8 +368,11 @@ class TaskAdapter:
         return {"answers": []} if "answers" in self.config.columns else {"answer": ""}
 
     def parse_question(self, row: Mapping[str, Any]) -> str:
-        """The row's question; empty → `MalformedRow`."""
-        question = as_text(row.get(self.config.columns["question"]))
+        """The row's question; empty or not text → `MalformedRow`."""
+        try:
+            question = as_text(row.get(self.config.columns["question"]))
+        except MalformedRow as exc:
+            raise MalformedRow(f"question: {exc}") from None
         if not question:
             raise MalformedRow("empty question")
         return question

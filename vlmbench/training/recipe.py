@@ -23,6 +23,10 @@ import copy
 import dataclasses
 import hashlib
 import json
+import math
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -176,16 +180,37 @@ class Recipe:
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Recipe:
     """Read and validate a recipe file. `overrides` replaces top-level keys (e.g. output_dir)."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"recipe {path} does not exist; recipes live in recipes/*.yaml")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise UserError(f"{path} is not valid YAML: {exc}") from None
+    data = yaml_file(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe must be a mapping with name, model, stages, ...")
     data = {**data, **(overrides or {})}
     return parse_recipe(data, source=str(path), base_dir=_repo_root())
+
+
+def yaml_file(path: Path) -> Any:
+    """The YAML document in `path`; a missing, unreadable, non-UTF-8 or malformed file is a `UserError`."""
+    if not path.exists():
+        raise UserError(f"recipe {path} does not exist; recipes live in recipes/*.yaml")
+    if path.is_dir():
+        raise UserError(f"recipe {path} is a directory, not a recipe file; pass one of its *.yaml files")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read recipe {path}: {exc.strerror or exc}; check its permissions") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"recipe {path} is not UTF-8 text: byte {exc.start} (0x{raw[exc.start]:02x}) cannot be "
+            "decoded; save the recipe as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # PyYAML's messages span several lines (context, caret); the CLI prints one.
+        raise UserError(f"{path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except RecursionError:
+        raise UserError(f"{path} nests too deeply to be a recipe") from None
 
 
 def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | None = None) -> Recipe:
@@ -209,11 +234,15 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | 
     }
     _no_unknown(data, known, source)
     name = _require(data, "name", str, source)
-    seed = _require(data, "seed", int, source)
+    seed = _seed(_require(data, "seed", int, source), f"{source}.seed")
     model = _resolve_model(data.get("model"), source)
-    output_dir = str(_resolve(base, data.get("output_dir") or f"runs/train/{name}/final"))
-    work_dir = str(_resolve(base, data.get("work_dir") or f"runs/train/{name}"))
-    data_dir = str(_resolve(base, data.get("data_dir") or "runs/train-data"))
+    dirs = {
+        key: _typed(data.get(key), str | None, f"{source}: {key}")
+        for key in ("output_dir", "work_dir", "data_dir")
+    }
+    output_dir = str(_resolve(base, dirs["output_dir"] or f"runs/train/{name}/final"))
+    work_dir = str(_resolve(base, dirs["work_dir"] or f"runs/train/{name}"))
+    data_dir = str(_resolve(base, dirs["data_dir"] or "runs/train-data"))
     specs = _parse_data(data.get("data") or {}, source)
     tokenizer = _parse_tokenizer(data.get("tokenizer") or {}, specs, source, base)
     raw_stages = data.get("stages")
@@ -223,9 +252,9 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | 
     names = [s.name for s in stages]
     if len(set(names)) != len(names):
         raise UserError(f"{source}: stage names must be unique, got {names}")
-    save_dtype = str(data.get("save_dtype", "bfloat16"))
+    save_dtype = _typed(data.get("save_dtype", "bfloat16"), str, f"{source}: save_dtype")
     _choice(save_dtype, SAVE_DTYPES, f"{source}: save_dtype")
-    precision = str(data.get("precision", "auto"))
+    precision = _typed(data.get("precision", "auto"), str, f"{source}: precision")
     _choice(precision, PRECISIONS, f"{source}: precision")
     init = _parse_init(data.get("init"), source, base)
     return Recipe(
@@ -243,6 +272,24 @@ def parse_recipe(data: dict[str, Any], source: str = "recipe", base_dir: Path | 
         init=init,
         source=source,
     )
+
+
+def check_inputs(recipe: Recipe) -> None:
+    """Refuse a recipe whose input files are missing before any data is generated or model built.
+
+    Parsing cannot require them (an ablation recipe names the weights its base recipe is still to
+    produce, and every bundled recipe must parse); training needs them, so `vlmbench train` asks here
+    first instead of failing after the data sets are generated."""
+    if recipe.init is not None and not Path(recipe.init.weights).is_file():
+        raise UserError(
+            f"{recipe.source}: init: {recipe.init.weights} does not exist; run the recipe that produces it "
+            "first (an ablation recipe starts from its base recipe's stage weights: see its header)"
+        )
+    if recipe.tokenizer.path is not None and not Path(recipe.tokenizer.path).exists():
+        raise UserError(
+            f"{recipe.source}: tokenizer not found at {recipe.tokenizer.path}: pass a directory holding "
+            "tokenizer.json / tokenizer_config.json, or leave tokenizer.path out to train one"
+        )
 
 
 def eval_seeds(tasks_dir: Path | None = None) -> set[int]:
@@ -273,8 +320,14 @@ def _resolve_model(value: Any, source: str) -> dict[str, Any]:
         raise UserError(f"{source}: 'model' must be a preset name, {{preset, overrides}} or a config mapping")
     if "preset" in value:
         _no_unknown(value, {"preset", "overrides"}, f"{source}: model")
-        base = load_preset(str(value["preset"])).to_dict()
-        merged = _deep_merge(base, value.get("overrides") or {})
+        base = load_preset(_typed(value["preset"], str, f"{source}: model.preset")).to_dict()
+        overrides = value.get("overrides") or {}
+        if not isinstance(overrides, dict):
+            raise UserError(
+                f"{source}: model.overrides must be a mapping of config fields (e.g. {{llm: {{num_layers: 4}}}}), "
+                f"got {_describe(overrides)}"
+            )
+        merged = _deep_merge(base, overrides)
         return VLMConfig.from_dict(merged, source=f"{source}: model").to_dict()
     return VLMConfig.from_dict(value, source=f"{source}: model").to_dict()
 
@@ -292,17 +345,17 @@ def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
         _no_unknown(spec, fields, where)
         generator = _require(spec, "generator", str, where)
         _choice(generator, GENERATORS, f"{where}.generator")
-        n = _require(spec, "n", int, where)
-        seed = _require(spec, "seed", int, where)
-        if n < 1:
-            raise UserError(f"{where}.n must be >= 1")
+        _require(spec, "n", int, where)
+        seed = _seed(_require(spec, "seed", int, where), f"{where}.seed")
+        kwargs = _typed_fields(spec, DataSpec, where)
+        _at_least(kwargs, {"n": 1, "short_answer_words": 0, "width": 1, "height": 1}, where)
         if seed in forbidden:
             raise UserError(
                 f"{where}.seed {seed} is the seed of an evaluation set (tasks/*.yaml synthetic_seed "
                 f"{sorted(forbidden)}); training data must use other seeds (e.g. 1000+)"
             )
-        kwargs = dict(spec)
-        kwargs["caption_prompts"] = tuple(spec.get("caption_prompts") or ())
+        if kwargs.get("caption_prompts") is None:
+            kwargs["caption_prompts"] = ()
         out[str(name)] = DataSpec(**kwargs)
     return out
 
@@ -355,25 +408,20 @@ def _parse_tokenizer(raw: Any, specs: dict[str, DataSpec], source: str, base: Pa
     if not isinstance(raw, dict):
         raise UserError(f"{where} must be a path or a mapping {{vocab_size, corpus}}")
     _no_unknown(raw, {f.name for f in dataclasses.fields(TokenizerSpec)}, where)
-    corpus = tuple(raw.get("corpus") or ())
-    for name in corpus:
+    kwargs = _typed_fields(raw, TokenizerSpec, where)
+    kwargs["corpus"] = kwargs.get("corpus") or ()
+    for name in kwargs["corpus"]:
         if name not in specs:
-            raise UserError(f"{where}.corpus names data set '{name}', which 'data' does not define")
-    path = raw.get("path")
-    if path is not None:
-        path = str(_resolve(base, path))
-    vocab = int(raw.get("vocab_size", 512))
+            raise UserError(f"{where}.corpus names data set {name!r}, which 'data' does not define")
+    if kwargs.get("path") is not None:
+        kwargs["path"] = str(_resolve(base, kwargs["path"]))
+    _at_least(kwargs, {"min_frequency": 1}, where)
+    vocab = kwargs.get("vocab_size", 512)
     if vocab < 300:
         raise UserError(
             f"{where}.vocab_size {vocab} is too small: a byte-level tokenizer needs > 263 entries"
         )
-    return TokenizerSpec(
-        path=path,
-        vocab_size=vocab,
-        corpus=corpus,
-        split_digits=bool(raw.get("split_digits", True)),
-        min_frequency=int(raw.get("min_frequency", 2)),
-    )
+    return TokenizerSpec(**kwargs)
 
 
 def _parse_stage(
@@ -384,7 +432,7 @@ def _parse_stage(
         raise UserError(f"{where} must be a mapping")
     _no_unknown(raw, {f.name for f in dataclasses.fields(StageConfig)}, where)
     name = _require(raw, "name", str, where)
-    where = f"{source}: stage '{name}'"
+    where = f"{source}: stage {name!r}"
     kind = _require(raw, "kind", str, where)
     _choice(kind, STAGE_KINDS, f"{where}.kind")
     train = raw.get("train")
@@ -413,32 +461,35 @@ def _parse_stage(
                 f"{where}: a {kind} stage cannot read '{dname}' ({specs[dname].generator}); "
                 f"it reads {', '.join(_KIND_DATA[kind])}"
             )
-        if not isinstance(weight, (int, float)) or weight <= 0:
-            raise UserError(f"{where}.data.{dname}: the sampling weight must be a positive number")
-    kwargs = {k: v for k, v in raw.items() if k not in ("train", "data")}
-    scales = kwargs.get("lr_scale") or {}
+        _positive(weight, f"{where}.data.{dname}: the sampling weight")
+    scales = raw.get("lr_scale") or {}
     if not isinstance(scales, dict):
         raise UserError(f"{where}.lr_scale must map components to learning-rate multipliers")
     for component, scale in scales.items():
         _choice(component, COMPONENTS, f"{where}.lr_scale")
-        if not isinstance(scale, (int, float)) or scale <= 0:
-            raise UserError(f"{where}.lr_scale.{component} must be a positive number")
+        _positive(scale, f"{where}.lr_scale.{component}")
+    scalars = {k: v for k, v in raw.items() if k not in ("train", "data", "lr_scale")}
+    kwargs = _typed_fields(scalars, StageConfig, where)
     kwargs["lr_scale"] = {str(k): float(v) for k, v in scales.items()}
-    for key in ("lr", "weight_decay", "min_lr_ratio", "beta", "lora_alpha", "crop_p", "pos_weight", "nll_weight"):
-        if key in kwargs:
-            kwargs[key] = float(kwargs[key])
-    if "grad_clip" in kwargs and kwargs["grad_clip"] is not None:
-        kwargs["grad_clip"] = float(kwargs["grad_clip"])
-    if "betas" in kwargs:
-        kwargs["betas"] = tuple(float(b) for b in kwargs["betas"])
     try:
         stage = StageConfig(train=tuple(train), data={str(k): float(v) for k, v in data.items()}, **kwargs)
     except TypeError as exc:
         raise UserError(f"{where}: {exc}") from None
-    if stage.steps < 1 or stage.batch_size < 1:
-        raise UserError(f"{where}: steps and batch_size must be >= 1")
+    _at_least(
+        kwargs,
+        {"steps": 1, "batch_size": 1, "log_every": 1, "max_text_tokens": 1, "embed_dim": 1, "weight_decay": 0},
+        where,
+    )
     if stage.lr <= 0:
         raise UserError(f"{where}: lr must be > 0")
+    if stage.grad_clip is not None and stage.grad_clip <= 0:
+        raise UserError(f"{where}.grad_clip must be > 0, or null for no clipping")
+    if not 0.0 <= stage.min_lr_ratio <= 1.0:
+        raise UserError(f"{where}.min_lr_ratio must lie in [0, 1]")
+    if not all(0.0 <= b < 1.0 for b in stage.betas):
+        raise UserError(f"{where}.betas must lie in [0, 1), got {list(stage.betas)}")
+    if stage.beta <= 0 or stage.lora_alpha <= 0:
+        raise UserError(f"{where}: beta and lora_alpha must be > 0")
     if not 0 <= stage.warmup_steps <= stage.steps:
         raise UserError(f"{where}: warmup_steps must lie in [0, steps]")
     if kind == "vision_contrastive":
@@ -508,7 +559,7 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 
 
 def _no_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
-    unknown = sorted(set(data) - known)
+    unknown = sorted(repr(k) if not isinstance(k, str) else k for k in set(data) - known)
     if unknown:
         raise UserError(
             f"{where}: unknown field(s) {', '.join(unknown)}; valid fields: {', '.join(sorted(known))}"
@@ -518,15 +569,97 @@ def _no_unknown(data: dict[str, Any], known: set[str], where: str) -> None:
 def _require(data: dict[str, Any], key: str, kind: type, where: str) -> Any:
     if key not in data:
         raise UserError(f"{where}: missing required field '{key}'")
-    value = data[key]
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise UserError(f"{where}.{key} must be {kind.__name__}, got {type(value).__name__}")
+    return _typed(data[key], kind, f"{where}.{key}")
+
+
+def _choice(value: Any, options: tuple[str, ...], what: str) -> None:
+    if not isinstance(value, str) or value not in options:
+        raise UserError(f"{what} {value!r} is unknown; valid options: {', '.join(options)}")
+
+
+# ---- field types -----------------------------------------------------------------------------
+# A recipe is YAML written by hand: `steps: 2.5`, `lr: fast`, `lr: .nan` or `steps: true` (YAML's
+# boolean, which Python counts as the integer 1) must be refused naming the field, not coerced or
+# left to fail deep inside training. The expected type of every field is its dataclass annotation.
+
+
+def _describe(value: Any) -> str:
+    """`str 'abc'`, `float 2.5`: the type and (shortened) value of what the recipe holds."""
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
+
+
+def _typed(value: Any, hint: Any, what: str, or_null: str = "") -> Any:
+    """`value` checked against the type `hint` (int, float, bool, str, `X | None`, `tuple[X, ...]`,
+    `tuple[X, Y]`) and normalised (int → float for floats, a list → tuple); else a `UserError`.
+    `or_null` is added to the expected kind in the message (" or null" for an optional field)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _typed(value, inner, what, " or null")
+    if typing.get_origin(hint) is tuple:
+        fixed = Ellipsis not in args
+        if (
+            not isinstance(value, (list, tuple))
+            or (fixed and len(value) != len(args))
+            or (not fixed and any(isinstance(v, (list, tuple, dict)) for v in value))
+        ):
+            kind = "a pair of numbers" if fixed and len(args) == 2 else f"a list of {_KIND_NAMES[args[0]]}s"
+            raise UserError(f"{what} must be {kind}{or_null}, got {_describe(value)}")
+        hints = args if fixed else (args[0],) * len(value)
+        return tuple(_typed(v, h, f"{what}[{i}]") for i, (v, h) in enumerate(zip(value, hints, strict=True)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"{what} must be true or false{or_null}, got {_describe(value)}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"{what} must be an integer{or_null}, got {_describe(value)}")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{what} must be a number{or_null}, got {_describe(value)}")
+        if not math.isfinite(value):
+            raise UserError(f"{what} must be a finite number{or_null}, got {value}")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise UserError(f"{what} must be a string{or_null}, got {_describe(value)}")
+        return value
+    return value  # mappings (data, lr_scale) are checked by their parsers
+
+
+_KIND_NAMES: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
+
+
+def _typed_fields(raw: Mapping[str, Any], cls: type, where: str) -> dict[str, Any]:
+    """Every field `raw` sets, checked against the annotation of the dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    return {key: _typed(value, hints[key], f"{where}.{key}") for key, value in raw.items() if key in hints}
+
+
+def _at_least(values: Mapping[str, Any], minimums: Mapping[str, float], where: str) -> None:
+    for key, minimum in minimums.items():
+        if key in values and values[key] < minimum:
+            raise UserError(f"{where}.{key} must be >= {minimum}, got {values[key]}")
+
+
+MAX_SEED = 2**32 - 1
+"""Seeds go to numpy's generators (non-negative) and torch's (`seed * 1009 + stage`, below 2**64)."""
+
+
+def _seed(value: int, what: str) -> int:
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"{what} must lie in [0, {MAX_SEED}], got {value}")
     return value
 
 
-def _choice(value: str, options: tuple[str, ...], what: str) -> None:
-    if value not in options:
-        raise UserError(f"{what} '{value}' is unknown; valid options: {', '.join(options)}")
+def _positive(value: Any, what: str) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value <= 0:
+        raise UserError(f"{what} must be a positive number, got {_describe(value)}")
 
 
 __all__ = [
@@ -536,6 +669,7 @@ __all__ = [
     "STAGE_KINDS",
     "StageConfig",
     "TokenizerSpec",
+    "check_inputs",
     "eval_seeds",
     "load_recipe",
     "parse_recipe",
