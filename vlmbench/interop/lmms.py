@@ -110,10 +110,10 @@ class VlmbenchLMM(_LmmsBase):  # type: ignore[misc, valid-type]
             self.task_dict: dict[str, Any] = {}
         if loaded is None:
             from vlmbench.modeling.resolve import load_model
-            from vlmbench.runner.run import _dtype
+            from vlmbench.runner.options import torch_dtype
 
             loaded = load_model(
-                model, device=device, dtype=_dtype(dtype), seed=int(seed), checkpoint=checkpoint,
+                model, device=device, dtype=torch_dtype(dtype), seed=int(seed), checkpoint=checkpoint,
                 attn_implementation=attn_implementation,
             )
         self.loaded = loaded
@@ -513,6 +513,7 @@ def write_lmms_eval_results(run_dir: str | Path, out_path: str | Path) -> Path:
         lmms_name, table = entries[0][0], entries[0][1]
         sample_metrics = sorted({their for their in table.values()})
         lines = []
+        doc_hashes = []
         for index, row in enumerate(rows):
             references = row.get("references") or []
             target = references[0] if len(references) == 1 else references
@@ -536,7 +537,8 @@ def write_lmms_eval_results(run_dir: str | Path, out_path: str | Path) -> Path:
             if "choice_logprobs" in row:
                 record["choice_logprobs"] = row["choice_logprobs"]
             lines.append(json.dumps(record, ensure_ascii=False))
-        doc["task_hashes"][lmms_name] = _hash([json.loads(line)["doc_hash"] for line in lines])
+            doc_hashes.append(record["doc_hash"])
+        doc["task_hashes"][lmms_name] = _hash(doc_hashes)
         (samples_dir / f"{samples_prefix}_samples_{lmms_name}.jsonl").write_text("".join(f"{line}\n" for line in lines))
     results_file.write_text(json.dumps(doc, indent=2, ensure_ascii=False, default=str) + "\n")
     return results_file

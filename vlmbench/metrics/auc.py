@@ -8,7 +8,6 @@ positive or no negative the AUC is undefined and reported as 0.0, like every oth
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import roc_auc_score
 
 
 def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -16,6 +15,8 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> float:
     labels = np.asarray(labels, dtype=bool)
     if labels.all() or not labels.any():
         return 0.0
+    from sklearn.metrics import roc_auc_score  # imported on use: ~1 s that every command would pay
+
     return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats as scipy_stats
 
 DEFAULT_RESAMPLES = 1000
 
@@ -102,6 +101,8 @@ def binomial_two_sided_p(k: int, n: int) -> float:
         return 1.0
     # For p = 1/2 the distribution is symmetric, so scipy's two-sided rule (the outcomes no likelier
     # than k) is exactly twice the smaller tail.
+    from scipy import stats as scipy_stats  # imported on use: ~1 s that every command would pay
+
     return float(min(1.0, scipy_stats.binomtest(k, n, 0.5, alternative="two-sided").pvalue))
 
 
@@ -130,6 +131,8 @@ def mcnemar(
     if n < exact_below:
         return binomial_two_sided_p(b, n)
     statistic = (abs(b - c) - 1) ** 2 / n
+    from scipy import stats as scipy_stats  # imported on use: ~1 s that every command would pay
+
     return float(scipy_stats.chi2.sf(statistic, df=1))
 
 

@@ -13,7 +13,6 @@ import yaml
 
 from vlmbench.errors import UserError
 from vlmbench.modeling.config import VLMConfig
-from vlmbench.modeling.loaded import LoadedModel  # noqa: F401 - re-exported for callers of the old home
 from vlmbench.resources import bundled_dir
 
 # Keys of a preset file that are documentation, not model fields.

@@ -71,6 +71,6 @@ def vlm_summary(model: Any, name: str, preset: str | None) -> dict[str, Any]:
         "params": model.parameter_counts(),
         "visual_tokens_reference": {
             "image_size": list(REFERENCE_IMAGE),
-            "visual_tokens": model.visual_tokens_for(model.resolution.plan(*REFERENCE_IMAGE)),
+            "visual_tokens": model.visual_tokens_reference(*REFERENCE_IMAGE),
         },
     }

@@ -31,6 +31,7 @@ from vlmbench import __version__
 from vlmbench.errors import UserError
 from vlmbench.modeling.config import VLMConfig
 from vlmbench.modeling.inputs import IGNORE_INDEX, SampleVisual, build_sequences, visual_context
+from vlmbench.modeling.interface import IMAGE_MARKER, REFERENCE_IMAGE
 from vlmbench.modeling.projectors import build_projector
 from vlmbench.modeling.resolution import ResolutionPlan, build_resolution, to_pixel_tensor, to_pixel_tensors
 from vlmbench.modeling.tokenizer import IMAGE_TOKEN, format_prompt, load_tokenizer
@@ -157,9 +158,9 @@ class VLM(nn.Module):
         """The chat-formatted user turn for `n_images` images. A question that already holds
         `n_images` `<image>` markers keeps them where they are (interleaved text and images);
         otherwise the placeholders go before the question, where a single one always went."""
-        if question.count(IMAGE_TOKEN) != n_images:
-            question = f"{IMAGE_TOKEN}\n" * n_images + question
-        return format_prompt(self.tokenizer, question, with_image=False)
+        if question.count(IMAGE_MARKER) != n_images:
+            question = f"{IMAGE_MARKER}\n" * n_images + question
+        return format_prompt(self.tokenizer, question.replace(IMAGE_MARKER, IMAGE_TOKEN), with_image=False)
 
     def build_inputs(
         self,
@@ -350,7 +351,7 @@ class VLM(nn.Module):
 
         return strategy_summary(self)
 
-    def visual_tokens_reference(self, width: int = 640, height: int = 480) -> int:
+    def visual_tokens_reference(self, width: int = REFERENCE_IMAGE[0], height: int = REFERENCE_IMAGE[1]) -> int:
         return self.visual_tokens_for(self.resolution.plan(width, height))
 
     def inspect_plan(self, width: int, height: int) -> dict[str, Any]:
@@ -519,9 +520,4 @@ def _truncate(text: str, stop: tuple[str, ...]) -> str:
     return text[:cut].strip()
 
 
-def visual_tokens_reference(model: VLM, width: int = 640, height: int = 480) -> int:
-    """Visual tokens the model produces for a reference image size (used in listings/summaries)."""
-    return model.visual_tokens_for(model.resolution.plan(width, height))
-
-
-__all__ = ["VLM", "PreparedImage", "SampleImages", "GatedCrossAttention", "build_llm", "count_parameters", "visual_tokens_reference"]
+__all__ = ["VLM", "PreparedImage", "SampleImages", "GatedCrossAttention", "build_llm", "count_parameters"]

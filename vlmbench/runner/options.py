@@ -28,6 +28,17 @@ DTYPES = MappingProxyType({
 })
 """`--dtype` spellings and the torch dtype (attribute of `torch`) each means."""
 
+
+def torch_dtype(name: str | None) -> Any:
+    """The `torch.dtype` that ``--dtype NAME`` means; None (the checkpoint's own dtype) for None."""
+    if name is None:
+        return None
+    if name not in DTYPES:
+        raise UserError(f"--dtype {name} is unknown; use one of {', '.join(DTYPES)}")
+    import torch
+
+    return getattr(torch, DTYPES[name])
+
 ANSWER_MODES = ("generate", "choices")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 MAX_DIST_TIMEOUT_S = 7 * 24 * 3600.0  # far above any real collective; keeps torch's millisecond count in range
@@ -74,8 +85,7 @@ class RunOptions:
         check_writable_dir(Path(self.output_dir), "--output-dir")
         if self.device is not None and not _DEVICE.fullmatch(self.device):
             raise UserError(f"--device {self.device} is unknown; use cpu or cuda")
-        if self.dtype is not None and self.dtype not in DTYPES:
-            raise UserError(f"--dtype {self.dtype} is unknown; use one of {', '.join(DTYPES)}")
+        torch_dtype(self.dtype)
         _check_choice(self.answer_mode, "--answer-mode", ANSWER_MODES)
         _check_choice(self.attn_implementation, "--attn-implementation", ATTN_IMPLEMENTATIONS)
         self.task_data_dirs()

@@ -37,7 +37,7 @@ from vlmbench.runner import state
 from vlmbench.runner.engine import AnswerSettings, FeatureCache, run_batches
 from vlmbench.runner.lock import RunLock
 from vlmbench.runner.logs import PredictionLog, log_path, read_logs
-from vlmbench.runner.options import DTYPES, RunOptions, parse_batch_size
+from vlmbench.runner.options import RunOptions, parse_batch_size, torch_dtype
 from vlmbench.runner.plan import batches_for_rank, image_size_of, make_batches
 from vlmbench.runner.results import (
     headline_record,
@@ -80,7 +80,7 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
         headline_record(adapter)  # an unknown scorer or primary_metric fails before any inference
     check_model_spec(opts.model, opts.checkpoint)  # an unknown model fails before any data is generated
     data_dirs = opts.task_data_dirs()
-    dtype = _dtype(opts.dtype)
+    dtype = torch_dtype(opts.dtype)
     fixed_batch = _batch_size(opts.batch_size, ctx)
     recorded = {
         "settings": _prediction_settings(opts, ctx, adapters, dtype, fixed_batch),
@@ -171,14 +171,6 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
 
 
 # ---- pieces -----------------------------------------------------------------------------------
-def _dtype(name: str | None) -> torch.dtype | None:
-    if name is None:
-        return None
-    if name not in DTYPES:
-        raise UserError(f"--dtype {name} is unknown; use one of {', '.join(DTYPES)}")
-    return getattr(torch, DTYPES[name])
-
-
 def _settings(config: Any, forced: str | None) -> AnswerSettings:
     mode = forced or config.answer_mode
     if mode == "choices" and not config.choices:
