@@ -19,8 +19,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from vlmbench.resources import BUNDLED_FOLDERS, PACKAGED_SUBDIR  # noqa: E402  (needs HERE on sys.path)
 
-# Never shipped, wherever they turn up inside a bundled folder.
-_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store", ".ipynb_checkpoints")
+# Never shipped, wherever they turn up inside a bundled folder. `stage-bases` holds the weights that the
+# demo recipes start their last stage from: training inputs, not something an evaluation loads.
+_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store", ".ipynb_checkpoints", "stage-bases")
 
 
 class BuildWithBundledFolders(build_py):

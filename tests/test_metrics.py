@@ -389,7 +389,8 @@ def test_score_task_flat_tasks(task: str, row: dict, metric: str) -> None:
 
 
 def test_score_task_registry() -> None:
-    assert set(TASKS) == {"pope", "docvqa", "textvqa", "vqav2", "chartqa", "ocr", "chair"} == set(SCORERS)
+    hallucination = {"probes", "amber", "hallusionbench", "grounding"}  # tests/test_hallucination_metrics.py
+    assert set(TASKS) == {"pope", "docvqa", "textvqa", "vqav2", "chartqa", "ocr", "chair", *hallucination} == set(SCORERS)
     with pytest.raises(ValueError, match="unknown task"):
         score_task("mmmu", [])
     assert score_task("docvqa", [])["metrics"] == {"anls": 0.0}

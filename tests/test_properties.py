@@ -218,6 +218,38 @@ def _reference_fields(scorer_name: str) -> st.SearchStrategy[dict[str, Any]]:
         )
     if scorer_name == "chair":
         return st.fixed_dictionaries({"gt_objects": st.lists(st.sampled_from(_COCO_NAMES), max_size=3)})
+    if scorer_name == "probes":
+        return st.fixed_dictionaries(
+            {
+                "answer": st.sampled_from(["yes", "no"]),
+                "category": st.sampled_from(["random", "popular", "adversarial"]),
+                "probe_type": st.sampled_from(["color", "position", "count"]),
+            }
+        )
+    if scorer_name == "amber":
+        words = st.lists(st.sampled_from(["dog", "cat", "grass", "sky"]), max_size=3)
+        generative = st.fixed_dictionaries(
+            {"amber_type": st.just("generative"), "truth": words, "hallu": words,
+             "association": st.just({"dog": ["puppy"], "cat": [], "grass": ["lawn"], "sky": []}),
+             "safe_words": st.just(["sky"])}
+        )  # fmt: skip
+        kinds = ["discriminative-hallucination", "discriminative-attribute-state", "relation"]
+        discriminative = st.fixed_dictionaries(
+            {"amber_type": st.sampled_from(kinds), "answer": st.sampled_from(["yes", "no"])}
+        )
+        return st.one_of(generative, discriminative)
+    if scorer_name == "hallusionbench":
+        digit = st.sampled_from(["0", "1"])
+        return st.fixed_dictionaries(
+            {"answer": digit, "hb_category": st.sampled_from(["VD", "VS"]), "hb_subcategory": st.just("chart"),
+             "hb_set_id": digit, "hb_figure_id": digit, "hb_question_id": digit}
+        )  # fmt: skip
+    if scorer_name == "grounding":
+        coordinate = st.floats(min_value=0, max_value=50, allow_nan=False)
+        return st.fixed_dictionaries(
+            {"bbox": st.tuples(coordinate, coordinate, st.floats(1, 20), st.floats(1, 20)).map(list),
+             "image_size": st.one_of(st.none(), st.just([64, 64]))}
+        )  # fmt: skip
     answer = st.one_of(st.text(max_size=20), st.integers(), st.floats(allow_nan=False, allow_infinity=False))
     return st.one_of(
         st.fixed_dictionaries({"answer": answer}),
@@ -227,7 +259,8 @@ def _reference_fields(scorer_name: str) -> st.SearchStrategy[dict[str, Any]]:
 
 _predictions = st.one_of(
     st.text(max_size=40),
-    st.sampled_from(["Yes", "no.", "Not at all", "3.5%", "", "   ", "A dog and a cup on a dining table."]),
+    st.sampled_from(["Yes", "no.", "Not at all", "3.5%", "", "   ", "A dog and a cup on a dining table.",
+                     "[1, 2, 30, 40]", "<|box_start|>(10,20),(500,600)<|box_end|>", "[0.1, 0.2, 0.5, 0.9]"]),
 )
 
 

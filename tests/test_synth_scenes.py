@@ -223,7 +223,9 @@ def test_preference_pairs(tmp_path: Path) -> None:
 
 
 def test_dispatcher() -> None:
-    assert SYNTH_TASKS == ("pope", "chair", "vqav2", "docvqa", "textvqa", "ocr", "chartqa", "pair_compare")
+    assert SYNTH_TASKS == (
+        "pope", "chair", "vqav2", "docvqa", "textvqa", "ocr", "chartqa", "pair_compare", "probes", "grounding",
+    )
     assert set(DEFAULT_N) == set(SYNTH_TASKS)
     with pytest.raises(UserError, match="pope, chair, vqav2"):
         generate("nope", Path("unused"))

@@ -23,6 +23,10 @@ from vlmbench.tasks.registry import default_tasks_dir, list_tasks, load_task, re
 
 TASKS = ("chair", "chartqa", "docvqa", "ocr", "pope", "textvqa", "vqav2")  # one per public benchmark (and scorer)
 SYNTHETIC_ONLY = {"pair_compare": "vqav2"}  # task → the existing scorer it uses; no public release
+HALLUCINATION = {  # task → scorer (docs/hallucination.md; tested in test_hallucination_*.py)
+    "probes": "probes", "grounding": "grounding", "refcoco": "grounding", "repope": "pope", "amber": "amber",
+    "amber_discriminative": "amber", "amber_generative": "amber", "hallusionbench": "hallusionbench",
+}  # fmt: skip
 N_ROWS = 6
 
 
@@ -145,7 +149,11 @@ def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_task_yamls_parse_and_match_release_columns() -> None:
     configs = {c.name: c for c in list_tasks()}
-    assert tuple(configs) == tuple(sorted((*TASKS, *SYNTHETIC_ONLY)))
+    assert tuple(configs) == tuple(sorted((*TASKS, *SYNTHETIC_ONLY, *HALLUCINATION)))
+    for name, scorer in HALLUCINATION.items():
+        config = configs.pop(name)
+        adapter = load_task(name)
+        assert config.scorer == scorer and config.primary_metric in adapter.scorer.metric_names()
     for name, scorer in SYNTHETIC_ONLY.items():
         config = configs.pop(name)
         assert config.scorer == scorer and config.hf_dataset is None and name not in RELEASE_COLUMNS
@@ -196,7 +204,7 @@ def _yaml(tmp_path: Path, **changes: Any) -> Path:
         ({"prompt_template": "{question} {extra}"}, r"field 'prompt_template'"),
         ({"columns": {"question": "question", "bogus": "x"}}, r"field 'columns': unknown role"),
         ({"columns": {"question": "question", "image": "image"}}, r"field 'columns'.*answer"),
-        ({"adapter": "nosuch"}, r"field 'adapter': unknown adapter 'nosuch'; available: chair, generic"),
+        ({"adapter": "nosuch"}, r"field 'adapter': unknown adapter 'nosuch'; available: amber, chair, generic"),
     ],
 )
 def test_yaml_validation_errors_name_file_and_field(tmp_path: Path, changes: dict, message: str) -> None:
@@ -557,7 +565,7 @@ def test_tasks_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert "choices" in pope and "f1_mean_of_splits" in pope and "synthetic (n=30" in pope
     assert main(["tasks", "--json"]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert [t["name"] for t in listing] == sorted((*TASKS, *SYNTHETIC_ONLY))
+    assert [t["name"] for t in listing] == sorted((*TASKS, *SYNTHETIC_ONLY, *HALLUCINATION))
 
 
 # --- multi-image samples -----------------------------------------------------------------------------

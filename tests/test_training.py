@@ -79,7 +79,7 @@ def tokenizer():
 
 
 def test_all_recipes_parse() -> None:
-    for path in sorted((REPO / "recipes").glob("*.yaml")):
+    for path in sorted((REPO / "recipes").rglob("*.yaml")):
         recipe = load_recipe(path)
         assert recipe.stages, path
         assert all(spec.seed >= 1000 for spec in recipe.data.values()), path
@@ -325,11 +325,15 @@ def test_tiny_recipe_end_to_end(full_run: dict[str, Path]) -> None:
         "vision_tagging",
         "align",
         "sft",
+        "sft",
         "dpo",
     ]
     for stage in sorted((full_run["work"] / "stages").iterdir()):
         rows = [json.loads(line) for line in (stage / "train_log.jsonl").read_text().splitlines()]
         assert rows and {"step", "loss", "lr", "tokens_per_s"} <= set(rows[-1])
+        if stage.name.endswith("-see"):  # the held-out probe is logged at every step it runs
+            assert all(0 <= row["probe_accuracy"] <= 1 and "probe_auc" in row for row in rows)
+            assert "probe_accuracy" in json.loads((stage / "done.json").read_text())
     model = VLM.load(out)
     from PIL import Image
 
@@ -427,7 +431,7 @@ def test_resume_reuses_unchanged_stages_after_a_recipe_edit(
     )
     after = {d.name: (d / "done.json").read_text() for d in sorted((work / "stages").iterdir())}
     assert all(after[name] == before[name] for name in list(before)[:-1])  # reused, not retrained
-    assert json.loads(after["06-dpo"])["steps"] == 3
+    assert json.loads(after["07-dpo"])["steps"] == 3
 
 
 def test_patch_labels_mark_the_patches_a_box_covers() -> None:

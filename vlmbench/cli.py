@@ -26,10 +26,13 @@ COMMAND_MODULES: tuple[str, ...] = (
     "report",
     "leaderboard",
     "check",
+    "sweep",
+    "ablate",
     "effects",
     "models",
     "tasks",
     "export",
+    "serve",
 )
 
 

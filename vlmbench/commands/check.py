@@ -1,8 +1,10 @@
 """`vlmbench check`: the regression gate between a baseline run and a candidate run.
 
-Exit 0 when no headline metric dropped significantly, 1 when one did (p < alpha and the drop
-exceeds --max-drop, in the metric's own direction), 2 when the runs cannot be compared -- which
-includes a run whose results.json disagrees with its own samples, since the gate judges the samples.
+Exit 0 when no judged number dropped significantly, 1 when one did (p < alpha and the drop exceeds
+--max-drop, in the metric's own direction), 2 when the runs cannot be compared -- which includes a run
+whose results.json disagrees with its own samples, since the gate judges the samples. Judged: each
+task's headline, its pooled accuracy (McNemar), and, when both runs have controls, the visual gain of
+both (`vlmbench.report.gate`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="regression gate: fail when the candidate is significantly worse than the baseline",
         description=(
             "Compare two runs on the same samples (matched by question_id). Exit 1 when some task's "
-            "headline metric drops with p < ALPHA and by more than MAX_DROP; exit 0 otherwise; exit 2 when "
+            "headline metric, its pooled accuracy (POPE all.accuracy, McNemar) or, when both runs were made "
+            "with --controls, its visual gain (metric(real) - metric(control)) drops with p < ALPHA and by "
+            "more than MAX_DROP; exit 0 otherwise; exit 2 when "
             "the runs differ in tasks, data fingerprints or question ids, or when a run's results.json "
             "disagrees with its samples. Every metric is recomputed from the samples of both runs and "
             "printed with baseline, candidate, delta, the 95% paired-bootstrap CI of the delta and a "

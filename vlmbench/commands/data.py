@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     synth.add_argument("--out", required=True, type=Path, help="output directory (must not hold files)")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument(
-        "--n", type=int, default=None, help="set size (default: the generator's; POPE/CHAIR count images)"
+        "--n", type=int, default=None, help="set size (default: the generator's; POPE, CHAIR and probes count images)"
     )
     synth.set_defaults(handler=run_synth)
 

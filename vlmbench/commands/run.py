@@ -51,13 +51,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-errors", metavar="N|P%",
                    help="exit 1 when a task has more than N failed samples (or P%% of its samples); "
                         "default: failed samples are counted in results.json and the run exits 0")
+    p.add_argument("--controls", metavar="LIST", default="none",
+                   help="visual-dependence controls, comma-separated: blank (mean-colour image of the same size), "
+                        "shuffled (another sample's image); each re-answers every sample and results.json gets "
+                        "the visual gain metric(real) - metric(control) with a paired 95%% CI (default none)")
+    p.add_argument("--visual-tokens", metavar="SPEC",
+                   help="compress visual tokens at inference, operators applied in order: pool:K, tome:R, "
+                        "prune-attn:R[@L], random:R, downsample:F, max-tiles:N, max-pixels:P (docs/compression.md)")
+    p.add_argument("--concurrency", type=int, default=8,
+                   help="openai: models: requests in flight at once, within a batch (default 8; use --batch-size >= N)")
     p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from vlmbench.runner.controls import parse_controls
     from vlmbench.runner.run import RunOptions, run_evaluation
 
     budget = ErrorBudget.parse(args.max_errors)
+    controls = parse_controls(args.controls)
     if args.lmms_eval_output:
         _check_lmms_output(Path(args.lmms_eval_output))
     opts = RunOptions(
@@ -78,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         dist_timeout_s=args.dist_timeout,
         synthetic_n=args.synthetic_n,
         attn_implementation=args.attn_implementation,
+        controls=controls,
+        visual_tokens=args.visual_tokens,
+        concurrency=args.concurrency,
     )
     run_dir = run_evaluation(opts)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes files

@@ -22,10 +22,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def default_source(config: Any) -> str:
     """What a run of this task reads without --data-dir, as of now."""
-    from vlmbench.data.loaders import find_in_hf_cache
+    from vlmbench.data.loaders import default_cache_dir, find_in_hf_cache
+    from vlmbench.data.releases import JSON_RELEASES
+    from vlmbench.data.synth import SYNTH_TASKS
 
+    if config.adapter in JSON_RELEASES:
+        folder = default_cache_dir() / "releases" / config.name
+        return f"local:{folder}" if folder.is_dir() else "none (--data-dir: its release)"
     if config.hf_dataset and find_in_hf_cache(config.hf_dataset, config.split, config.hf_config):
         return f"hf-cache:{config.hf_dataset}"
+    if config.name not in SYNTH_TASKS:
+        return "none (--data-dir or the HF cache)"
     return f"synthetic (n={config.synthetic_n}, seed={config.synthetic_seed})"
 
 

@@ -11,6 +11,9 @@ Sources, in the order a task without ``--data-dir`` tries them:
    into a temporary directory that is renamed into place (atomic: a killed generation leaves no half
    set, and ranks of a distributed job that race each keep a complete set).
 
+Releases published as JSON files beside an image folder (AMBER, HallusionBench) are read by
+`vlmbench.data.releases` instead, from ``--data-dir`` or ``<cache>/releases/<task>/``.
+
 Any directory is read the same way: a ``save_to_disk`` directory (Dataset or DatasetDict), else the
 parquet/Arrow files under it (recursively; files named for the split preferred; sharded files must be
 complete). Images are never decoded here.
@@ -383,6 +386,9 @@ def resolve_source(
     """Open the task's data: ``data_dir``, else the HF cache, else the (generated) synthetic set."""
     expected = _expected(config, required_columns or list(config.columns.values()))
     image_column = config.columns.get("image", "image")
+    json_release = _json_release(config, data_dir, cache_dir)
+    if json_release is not None:
+        return json_release
     if data_dir is not None:
         root = Path(data_dir).expanduser()
         meta = read_meta(root)
@@ -390,7 +396,7 @@ def resolve_source(
         source = f"local:{root}"
         logger.info("%s: reading %s", config.name, root)
         return ReleaseTable(
-            undecoded(dataset, image_column), root, files, source, bool(meta.get("synthetic")), meta
+            undecoded(_per_item(config, dataset), image_column), root, files, source, bool(meta.get("synthetic")), meta
         )
     if config.hf_dataset:
         cached = find_in_hf_cache(config.hf_dataset, config.split, config.hf_config)
@@ -402,13 +408,22 @@ def resolve_source(
             else:
                 logger.info("%s: using %s from the HF cache (%s)", config.name, config.hf_dataset, cached)
                 return ReleaseTable(
-                    undecoded(dataset, image_column),
+                    undecoded(_per_item(config, dataset), image_column),
                     cached,
                     files,
                     f"hf-cache:{config.hf_dataset}",
                     False,
                     {},
                 )
+    from vlmbench.data.synth import SYNTH_TASKS
+
+    if config.name not in SYNTH_TASKS:
+        if config.hf_dataset:
+            where = f"{config.hf_dataset} is not in the Hugging Face cache"
+            fix = f"download it (`huggingface-cli download --repo-type dataset {config.hf_dataset}`) or pass --data-dir"
+        else:
+            where, fix = "no release is configured", "pass --data-dir DIR holding its data"
+        raise UserError(f"task {config.name} has no synthetic stand-in and {where}: {fix}")
     n = synthetic_n if synthetic_n is not None else config.synthetic_n
     if n < 1:
         raise UserError(f"the synthetic set size must be a positive integer, got {n}")
@@ -425,7 +440,36 @@ def resolve_source(
     )
     meta = read_meta(root)
     dataset, files = open_directory(root, _split_of(config, meta), config.hf_config, expected)
-    return ReleaseTable(undecoded(dataset, image_column), root, files, f"synthetic:{root}", True, meta)
+    return ReleaseTable(undecoded(_per_item(config, dataset), image_column), root, files, f"synthetic:{root}", True, meta)
+
+
+def _json_release(config: TaskConfig, data_dir: Path | None, cache_dir: Path | None) -> ReleaseTable | None:
+    """A task whose release is JSON files beside an image folder (`vlmbench.data.releases`): read from
+    ``data_dir``, else ``<cache_dir>/releases/<task>/``; None for the other tasks."""
+    from vlmbench.data.releases import JSON_RELEASES
+
+    reader = JSON_RELEASES.get(config.adapter)
+    if reader is None:
+        return None
+    default = Path(cache_dir) if cache_dir else default_cache_dir()
+    root = Path(data_dir).expanduser() if data_dir is not None else default / "releases" / config.name
+    if not root.is_dir():
+        raise UserError(
+            f"no {config.name} release at {root} (the task has no synthetic stand-in): {reader.download}, "
+            f"or pass --data-dir DIR holding it"
+        )
+    dataset, files = reader.read(root, config)
+    logger.info("%s: reading the release at %s", config.name, root)
+    return ReleaseTable(dataset, root, files, f"local:{root}", False, {})
+
+
+def _per_item(config: TaskConfig, dataset: datasets.Dataset) -> datasets.Dataset:
+    """RefCOCO-style sets (the grounding adapter) list several expressions per object: one row each."""
+    if config.adapter != "grounding":
+        return dataset
+    from vlmbench.data.releases import explode_expressions
+
+    return explode_expressions(dataset, config.columns.get("answers", "answer"))
 
 
 def _split_of(config: TaskConfig, meta: dict[str, Any]) -> str:

@@ -11,10 +11,14 @@ from pathlib import Path
 from types import MappingProxyType, ModuleType
 
 from vlmbench.errors import UserError
+from vlmbench.metrics.amber import AmberScorer
 from vlmbench.metrics.anls import AnlsScorer
 from vlmbench.metrics.chair import ChairScorer
+from vlmbench.metrics.grounding import GroundingScorer
+from vlmbench.metrics.hallusionbench import HallusionBenchScorer
 from vlmbench.metrics.ocr import OcrScorer
 from vlmbench.metrics.pope import PopeScorer
+from vlmbench.metrics.probes import ProbesScorer
 from vlmbench.metrics.relaxed import RelaxedAccuracyScorer
 from vlmbench.metrics.scorer import Direction, Scorer, leaf
 from vlmbench.metrics.vqa import VqaScorer
@@ -30,6 +34,10 @@ BUILTIN_SCORERS: Mapping[str, Scorer] = MappingProxyType(
             RelaxedAccuracyScorer(),
             OcrScorer(),
             ChairScorer(),
+            ProbesScorer(),
+            AmberScorer(),
+            HallusionBenchScorer(),
+            GroundingScorer(),
         )
     }
 )

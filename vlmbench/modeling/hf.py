@@ -44,6 +44,11 @@ from PIL import Image
 from torch import nn
 
 from vlmbench.errors import UserError
+from vlmbench.modeling.compression.hf_apply import HFCompression, fastv_rows, prune_batch
+from vlmbench.modeling.compression.hf_apply import configure as configure_compression
+from vlmbench.modeling.compression.images import downsample
+from vlmbench.modeling.compression.spec import CompressionSpec
+from vlmbench.modeling.compression.stats import CallStats, FirstForward, clock
 from vlmbench.modeling.hf_families import family_for
 from vlmbench.modeling.interface import IMAGE_MARKER, REFERENCE_IMAGE
 from vlmbench.modeling.loaded import LoadedModel
@@ -81,6 +86,7 @@ class HFVisual:
     num_tokens: int
     features: torch.Tensor | None = None
     pooled_as_tensor: bool = False  # the model's forward wants one tensor, not a list, as pooler_output
+    kept: list[int] | None = None  # M-RoPE models under --visual-tokens: original indices of the kept tokens
 
     @property
     def shape(self) -> torch.Size:
@@ -289,6 +295,8 @@ class HFVLM:
             self.path = "pixels"  # no feature caching: the pixel inputs run at generation time
         self._mrope = hasattr(getattr(model, "model", model), "get_rope_index")
         self._tokens_by_size: dict[tuple[int, int], int] = {}
+        self.compression: HFCompression | None = None  # --visual-tokens (set_visual_tokens)
+        self.last_call: CallStats | None = None  # LLM visual tokens and prefill time of the last call
         self._pad_id = self.tokenizer.pad_token_id
         if self._pad_id is None:
             self._pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
@@ -301,6 +309,10 @@ class HFVLM:
     def eval(self) -> HFVLM:
         self.model.eval()
         return self
+
+    def set_visual_tokens(self, spec: CompressionSpec, seed: int = 0) -> None:
+        """Apply `--visual-tokens` to every later call; UserError when this model cannot take `spec`."""
+        self.compression = configure_compression(self, spec, seed)
 
     def _image_token_id(self) -> int | None:
         for source in (self.processor, self.config):
@@ -318,6 +330,8 @@ class HFVLM:
         if not isinstance(image, Image.Image):
             raise UserError(f"expected a PIL image, got {type(image).__name__}")
         image = image.convert("RGB") if image.mode != "RGB" else image
+        if self.compression is not None:
+            image = downsample(image, self.compression.spec)
         if self.family_info.splices_embeddings:  # BLIP-2: query tokens, not a processor-expanded token
             pixels = self.processor.image_processor([image], return_tensors="pt")
             count = int(getattr(self.processor, "num_query_tokens", None) or self.config.num_query_tokens)
@@ -386,8 +400,12 @@ class HFVLM:
                 )
             # the runner caches what encode returns: keep the shape metadata, drop the pixels
             meta = {k: v for k, v in prepared.inputs.items() if not k.startswith("pixel_values")}
-            slim = HFPrepared(meta, prepared.placeholder_ids, prepared.plan)
-            out.append(HFVisual(slim, count, features, as_tensor))
+            placeholder, kept = prepared.placeholder_ids, None
+            if self.compression is not None:
+                features, placeholder, kept = self.compression.compress(features, placeholder, self.image_token_id, self._mrope)
+                count = int(features.shape[0])
+            slim = HFPrepared(meta, placeholder, prepared.plan)
+            out.append(HFVisual(slim, count, features, as_tensor, kept))
         return out
 
     # ---- prompts -------------------------------------------------------------------------------
@@ -448,6 +466,8 @@ class HFVLM:
         if "mm_token_type_ids" in getattr(self.processor, "model_input_names", []):
             types = self.processor.create_mm_token_type_ids(input_ids.tolist())
             batch.extra["mm_token_type_ids"] = torch.tensor(types, dtype=torch.long, device=self.device)
+        if any(v.kept is not None for row in per_row for v in row):
+            prune_batch(self, batch, per_row)
         return batch
 
     def _image_kwargs(self, visual: Sequence[HFVisual]) -> dict[str, Any]:
@@ -482,6 +502,12 @@ class HFVLM:
             return [self.encode(row) for row in _rows(images or [])]
         return _rows(visual)
 
+    def _llm_rows(self, prompts: list[str], rows: list[list[HFVisual]]) -> list[list[HFVisual]]:
+        """The rows' visual objects, FastV-pruned for these prompts under prune-attn:R@L."""
+        if self.compression is None or self.compression.spec.llm_op is None:
+            return rows
+        return fastv_rows(self, prompts, rows)
+
     # ---- generation ----------------------------------------------------------------------------
     def _run_generate(self, batch: _TextBatch, visual: Sequence[HFVisual], **gen: Any) -> Any:
         """`visual`: every image of the batch, row by row, in placeholder order."""
@@ -515,7 +541,9 @@ class HFVLM:
         visual: Sequence[Any] | None = None,
     ) -> list[str]:
         """Greedy (or sampled) answers for a left-padded batch, cut at the first stop string."""
-        rows = self._visual_rows(images, visual)
+        start = clock(self.device)
+        rows = self._llm_rows(prompts, self._visual_rows(images, visual))
+        probe_s = clock(self.device) - start
         batch = self._batch(prompts, rows)
         gen: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
@@ -530,9 +558,10 @@ class HFVLM:
         if stop:
             gen.update(stop_strings=list(stop), tokenizer=self.tokenizer)
         devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):  # seeded sampling without touching the caller's RNG
-            torch.manual_seed(0 if seed is None else seed)
+        with torch.random.fork_rng(devices=devices), FirstForward(self.model, self.device) as timer:
+            torch.manual_seed(0 if seed is None else seed)  # seeded sampling without touching the caller's RNG
             out = self._run_generate(batch, _flat(rows), **gen)
+        self.last_call = CallStats(_row_tokens(rows), probe_s + (timer.seconds or 0.0))
         sequences = out.sequences if hasattr(out, "sequences") else out
         new = sequences[:, batch.input_ids.shape[1] :]
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -570,7 +599,9 @@ class HFVLM:
         Single-token choices are read off the logits of generation's first step (one forward, the same
         computation greedy generation makes, so a generated choice is also the top-scored one);
         multi-token choices are summed over one forward of B×C prompt+choice rows."""
-        rows = self._visual_rows(images, visual)
+        start = clock(self.device)
+        rows = self._llm_rows(prompts, self._visual_rows(images, visual))
+        probe_s = clock(self.device) - start
         ids = [[self.choice_token_ids(p, c) for c in choices] for p in prompts]
         if all(len(t) == 1 for row in ids for t in row):
             batch = self._batch(prompts, rows)
@@ -584,11 +615,15 @@ class HFVLM:
                 "return_dict_in_generate": True,
                 "pad_token_id": self._pad_id,
             }
-            out = self._run_generate(batch, _flat(rows), **gen)
+            with FirstForward(self.model, self.device) as timer:
+                out = self._run_generate(batch, _flat(rows), **gen)
+            self.last_call = CallStats(_row_tokens(rows), probe_s + (timer.seconds or 0.0))
             logprobs = F.log_softmax(out.logits[0].float(), dim=-1)  # (B, V)
             index = torch.tensor([[t[0] for t in row] for row in ids], device=logprobs.device)
             return logprobs.gather(1, index).cpu()
-        return self._score_sequences(prompts, rows, ids).cpu()
+        scores = self._score_sequences(prompts, rows, ids).cpu()
+        self.last_call = CallStats(_row_tokens(rows), clock(self.device) - start)
+        return scores
 
     def _score_sequences(self, prompts: list[str], visual: Sequence[Any], ids: list[list[list[int]]]) -> torch.Tensor:
         n_choices = len(ids[0])
@@ -597,7 +632,7 @@ class HFVLM:
         suffixes = [t for row in ids for t in row]
         batch = self._batch(rows_p, rows_v, suffixes)
         kwargs: dict[str, Any] = {"attention_mask": batch.attention_mask, "use_cache": False}
-        if not self._mrope:
+        if not self._mrope and "position_ids" not in batch.extra:  # pruned layouts bring their own
             kwargs["position_ids"] = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
         if self.path == "embeds":
             logits = self.model.language_model(inputs_embeds=self._embeds(batch, _flat(rows_v)), **kwargs).logits
@@ -648,7 +683,8 @@ class HFVLM:
         per size, since the runner asks for every sample when it sorts a task into batches)."""
         if (width, height) not in self._tokens_by_size:
             prepared = self.prepare_image(_blank_image(width, height))
-            self._tokens_by_size[(width, height)] = sum(1 for t in prepared.placeholder_ids if t == self.image_token_id)
+            count = sum(1 for t in prepared.placeholder_ids if t == self.image_token_id)
+            self._tokens_by_size[(width, height)] = self.compression.count(count) if self.compression else count
         return self._tokens_by_size[(width, height)]
 
     def summary(self, name: str, preset: str | None = None) -> dict[str, Any]:
@@ -693,6 +729,11 @@ def _component_of(name: str, groups: dict[str, tuple[str, ...]]) -> str:
 def _blank_image(width: int, height: int) -> Image.Image:
     """A mid-grey image: what the processor does depends on the size only."""
     return Image.new("RGB", (width, height), (127, 127, 127))
+
+
+def _row_tokens(rows: Sequence[Sequence[HFVisual]]) -> tuple[int, ...]:
+    """Visual tokens each prompt's LLM input holds (all its images)."""
+    return tuple(sum(v.num_tokens for v in row) for row in rows)
 
 
 def _rows(visual: Sequence[Any]) -> list[list[Any]]:

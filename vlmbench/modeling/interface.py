@@ -107,6 +107,20 @@ class EvalModel(Protocol):
         ...
 
 
+@runtime_checkable
+class VisualTokenCompression(Protocol):
+    """Optional: a backend that takes `--visual-tokens SPEC` (docs/compression.md). The runner hands it
+    the parsed spec once, after loading; the model applies it in its own calls and, after each
+    `generate` / `score_choices`, leaves `last_call` (modeling/compression/stats.py `CallStats`: the
+    visual tokens each prompt's LLM input held and the batch's prefill seconds)."""
+
+    last_call: Any
+
+    def set_visual_tokens(self, spec: Any, seed: int = 0) -> None:
+        """Configure compression; `UserError` saying why when this model cannot take `spec`."""
+        ...
+
+
 def protocol_mismatches(model: Any, protocol: type = EvalModel) -> list[str]:
     """The members of `protocol` that `model` lacks or whose parameters differ from the protocol's.
 
@@ -144,4 +158,4 @@ def _signature_problems(declared: Any, actual: Any) -> list[str]:
     return problems
 
 
-__all__ = ["IMAGE_MARKER", "REFERENCE_IMAGE", "EvalModel", "protocol_mismatches"]
+__all__ = ["IMAGE_MARKER", "REFERENCE_IMAGE", "EvalModel", "VisualTokenCompression", "protocol_mismatches"]

@@ -25,6 +25,10 @@ class Projector(nn.Module):
     def num_tokens(self, grid: Grid) -> int:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def token_grid(self, grid: Grid) -> Grid | None:
+        """(rows, cols) the output tokens lie on, row-major; None when they have no 2-D layout (queries)."""
+        return None
+
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -54,6 +58,9 @@ class LinearProjector(Projector):
     def num_tokens(self, grid: Grid) -> int:
         return grid[0] * grid[1]
 
+    def token_grid(self, grid: Grid) -> Grid | None:
+        return grid
+
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         return self.proj(x)  # (B, N, D_llm)
 
@@ -67,6 +74,9 @@ class MLPProjector(Projector):
 
     def num_tokens(self, grid: Grid) -> int:
         return grid[0] * grid[1]
+
+    def token_grid(self, grid: Grid) -> Grid | None:
+        return grid
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         return self.mlp(x)
@@ -89,6 +99,9 @@ class PixelShuffleMLP(Projector):
 
     def num_tokens(self, grid: Grid) -> int:
         return (grid[0] // self.factor) * (grid[1] // self.factor)
+
+    def token_grid(self, grid: Grid) -> Grid | None:
+        return grid[0] // self.factor, grid[1] // self.factor
 
     def shuffle(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         """(B, N, D) → (B, N/f², D·f²), InternVL's channel order."""
@@ -122,6 +135,9 @@ class PatchMerger(Projector):
     def num_tokens(self, grid: Grid) -> int:
         return (grid[0] // self.factor) * (grid[1] // self.factor)
 
+    def token_grid(self, grid: Grid) -> Grid | None:
+        return grid[0] // self.factor, grid[1] // self.factor
+
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         rows, cols = grid
         f = self.factor
@@ -143,6 +159,9 @@ class AvgPoolProjector(Projector):
 
     def num_tokens(self, grid: Grid) -> int:
         return (grid[0] // self.factor) * (grid[1] // self.factor)
+
+    def token_grid(self, grid: Grid) -> Grid | None:
+        return grid[0] // self.factor, grid[1] // self.factor
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         m = F.avg_pool2d(_to_map(x, grid), self.factor)  # (B, D, h/k, w/k)
@@ -259,6 +278,9 @@ class CAbstractor(Projector):
 
     def num_tokens(self, grid: Grid) -> int:
         return self.side * self.side
+
+    def token_grid(self, grid: Grid) -> Grid | None:
+        return self.side, self.side
 
     def forward(self, x: torch.Tensor, grid: Grid) -> torch.Tensor:
         m = self.post(self.pool(self.pre(self.stem(_to_map(x, grid)))))  # (B, dim, s, s)

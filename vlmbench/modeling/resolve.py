@@ -5,7 +5,9 @@ MODEL is one of, tried in this order:
 - ``hf:<local dir or repo id>``: a released transformers VLM (`vlmbench.modeling.hf`);
 - a path to a vlmbench checkpoint directory (what `vlmbench train` / `VLM.save` writes);
 - a preset name (``models/<name>.yaml``, see `vlmbench models`): its bundled demo checkpoint
-  (``models/checkpoints/<name>/``) when there is one, else seeded random weights, said loudly.
+  (``models/checkpoints/<name>/``) when there is one, else seeded random weights, said loudly;
+- ``openai:<base_url>[#model id]``: a model served behind an OpenAI-compatible endpoint
+  (`vlmbench.modeling.openai_client`); the server is asked for its model list when resolving.
 
 ``checkpoint=`` (``--checkpoint``) loads that directory instead of the preset's demo weights.
 """
@@ -23,6 +25,7 @@ from vlmbench.modeling.presets import build_random, demo_checkpoint, load_preset
 log = logging.getLogger(__name__)
 
 HF_PREFIX = "hf:"
+OPENAI_PREFIX = "openai:"
 
 
 def load_model(
@@ -32,12 +35,18 @@ def load_model(
     seed: int = 0,
     checkpoint: str | None = None,
     attn_implementation: str | None = None,
+    concurrency: int = 8,
 ) -> LoadedModel:
     """Resolve MODEL (hf:... / checkpoint dir / preset) and load it in eval mode.
 
     `attn_implementation` applies to hf: models only (default: sdpa, flash_attention_2 on CUDA when
-    flash_attn imports); vlmbench's own VLM always uses PyTorch SDPA. An unknown MODEL is a
-    `UserError` naming it and the three accepted forms."""
+    flash_attn imports); vlmbench's own VLM always uses PyTorch SDPA. `concurrency` is the number of
+    requests an ``openai:`` model keeps in flight. An unknown MODEL is a `UserError` naming it and
+    the accepted forms."""
+    if spec.startswith(OPENAI_PREFIX):
+        from vlmbench.modeling.openai_client import load_openai_model
+
+        return load_openai_model(spec, concurrency=concurrency)
     if spec.startswith(HF_PREFIX):
         from vlmbench.modeling.hf import load_hf_model
 
@@ -77,7 +86,15 @@ def check_model_spec(spec: str, checkpoint: str | None = None) -> None:
 
     `vlmbench run` calls this before it reads or generates data. It checks what the name resolves
     to: an ``hf:`` directory or cached repo id, a checkpoint directory's files, a preset name. Files
-    that exist but are broken are still found by `load_model`."""
+    that exist but are broken are still found by `load_model`. An ``openai:`` URL is parsed and its
+    server asked for its model list (unreachable, refused or unknown model id: `UserError`)."""
+    if spec.startswith(OPENAI_PREFIX):
+        if checkpoint:
+            raise UserError(f"--checkpoint applies to vlmbench models, not {spec}; drop --checkpoint")
+        from vlmbench.modeling.openai_client import api_key_from_env, discover_model_id, parse_endpoint
+
+        discover_model_id(parse_endpoint(spec), api_key_from_env())
+        return
     if spec.startswith(HF_PREFIX):
         if checkpoint:
             raise UserError(
@@ -105,8 +122,9 @@ def check_model_spec(spec: str, checkpoint: str | None = None) -> None:
 def _unknown_model(spec: str, presets: list[str]) -> UserError:
     return UserError(
         f"unknown model '{spec}': not a preset ({', '.join(presets) or 'none found'}), "
-        f"a vlmbench checkpoint directory or {HF_PREFIX}<path or repo id>; see `vlmbench models`"
+        f"a vlmbench checkpoint directory, {HF_PREFIX}<path or repo id> or {OPENAI_PREFIX}<base url>; "
+        "see `vlmbench models`"
     )
 
 
-__all__ = ["HF_PREFIX", "check_model_spec", "load_model"]
+__all__ = ["HF_PREFIX", "OPENAI_PREFIX", "check_model_spec", "load_model"]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +29,13 @@ from torch import nn
 
 from vlmbench import __version__
 from vlmbench.errors import UserError
+from vlmbench.modeling.compression.attention import capture_cls_attention
+from vlmbench.modeling.compression.images import downsample, spec_size
+from vlmbench.modeling.compression.own import OwnCompression, configure
+from vlmbench.modeling.compression.spec import CompressionSpec
+from vlmbench.modeling.compression.stats import CallStats, clock
 from vlmbench.modeling.config import VLMConfig
-from vlmbench.modeling.inputs import IGNORE_INDEX, SampleVisual, build_sequences, visual_context
+from vlmbench.modeling.inputs import IGNORE_INDEX, SampleVisual, build_sequences, images_of, visual_context
 from vlmbench.modeling.interface import IMAGE_MARKER, REFERENCE_IMAGE
 from vlmbench.modeling.projectors import build_projector
 from vlmbench.modeling.resolution import ResolutionPlan, build_resolution, to_pixel_tensor, to_pixel_tensors
@@ -101,6 +106,12 @@ class VLM(nn.Module):
                 self.cross_attention.append(block)
                 self._hooks.append(layers[index].register_forward_pre_hook(self._xattn_hook(block), with_kwargs=True))
         self._visual_context: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.compression: OwnCompression | None = None  # --visual-tokens (set_visual_tokens)
+        self.last_call: CallStats | None = None  # LLM visual tokens and prefill time of the last call
+
+    def set_visual_tokens(self, spec: CompressionSpec, seed: int = 0) -> None:
+        """Apply `--visual-tokens` to every later call; UserError when this model cannot take `spec`."""
+        self.compression = configure(self, spec, seed)
 
     # ---- images ------------------------------------------------------------------------------
     @property
@@ -109,6 +120,8 @@ class VLM(nn.Module):
 
     def prepare_image(self, image: Image.Image) -> PreparedImage:
         """Apply the resolution strategy; raises UserError for sizes outside the strategy's limits."""
+        if self.compression is not None:
+            image = downsample(image, self.compression.spec)
         tiles, plan = self.resolution.prepare(image)
         mean, std = self.vision.config.image_mean, self.vision.config.image_std  # a pretrained encoder brings its own
         if self.config.resolution.name == "native":
@@ -118,6 +131,8 @@ class VLM(nn.Module):
     def visual_tokens_for(self, plan: ResolutionPlan) -> int:
         """Tokens that enter the LLM for an image with this plan (no pixels needed)."""
         p = self.config.vision.patch_size
+        if self.compression is not None:
+            return self.compression.count(self.projector, [(h // p, w // p) for (w, h) in plan.tile_sizes])
         return sum(self.projector.num_tokens((h // p, w // p)) for (w, h) in plan.tile_sizes)
 
     def encode(self, images: list[PreparedImage]) -> list[torch.Tensor]:
@@ -125,19 +140,24 @@ class VLM(nn.Module):
         if not images:
             return []
         device, dtype = self.device, self.projector_dtype
-        if self.config.vision.kind == "native_vit":
-            flat = [t.to(device, dtype) for image in images for t in image.pixels]
-            features = self.vision(flat)  # list of (N_i, D_vis)
-            out = []
-            for feats, tensor in zip(features, flat, strict=True):
-                grid = self.vision.grid(tensor.shape[1], tensor.shape[2])
-                out.append(self.projector(feats.unsqueeze(0), grid)[0])
-            return _regroup(out, [len(image.pixels) for image in images])
-        tiles = torch.cat([image.pixels for image in images]).to(device, dtype)  # (T, 3, S, S)
-        grid = self.vision.grid(tiles.shape[2], tiles.shape[3])
-        feats = self.vision(tiles)  # (T, N, D_vis)
-        tokens = self.projector(feats, grid)  # (T, M, D_llm)
-        return _regroup(list(tokens), [image.pixels.shape[0] for image in images])
+        counts = [len(image.pixels) for image in images]
+        needs_cls = self.compression is not None and self.compression.needs_cls
+        with capture_cls_attention(self.vision) if needs_cls else nullcontext() as cls:
+            if self.config.vision.kind == "native_vit":
+                flat = [t.to(device, dtype) for image in images for t in image.pixels]
+                features = self.vision(flat)  # list of (N_i, D_vis)
+                out, grids = [], []
+                for feats, tensor in zip(features, flat, strict=True):
+                    grids.append(self.vision.grid(tensor.shape[1], tensor.shape[2]))
+                    out.append(self.projector(feats.unsqueeze(0), grids[-1])[0])
+            else:
+                tiles = torch.cat([image.pixels for image in images]).to(device, dtype)  # (T, 3, S, S)
+                grid = self.vision.grid(tiles.shape[2], tiles.shape[3])
+                feats = self.vision(tiles)  # (T, N, D_vis)
+                out, grids = list(self.projector(feats, grid)), [grid] * tiles.shape[0]  # (M, D_llm) per tile
+        if self.compression is None:
+            return _regroup(out, counts)
+        return self.compression.compress_all(self.projector, out, grids, counts, cls)
 
     def encode_samples(self, images: Sequence[SampleImages]) -> list[SampleVisual]:
         """Visual tokens per sample, in one `encode` call: a (M, D) tensor for a sample given one
@@ -167,9 +187,11 @@ class VLM(nn.Module):
         prompts: list[str],
         visual: Sequence[SampleVisual],
         targets: list[str] | None = None,
+        with_visual_mask: bool = False,
     ) -> dict[str, torch.Tensor]:
         """Left-padded `inputs_embeds`, `attention_mask`, `position_ids` (and `labels` when targets are
-        given: loss on target tokens only). `visual[i]` holds prompt i's images, one per `<image>`."""
+        given: loss on target tokens only). `visual[i]` holds prompt i's images, one per `<image>`.
+        `with_visual_mask` adds `visual_mask` (B, L), True at spliced visual tokens (FastV prunes there)."""
         ids: list[list[int]] = []
         labels: list[list[int]] = []
         for index, prompt in enumerate(prompts):
@@ -181,6 +203,9 @@ class VLM(nn.Module):
             ids.append(prompt_ids + target_ids)
             labels.append([IGNORE_INDEX] * len(prompt_ids) + target_ids)
         out = self.inputs_from_ids(ids, labels, visual)
+        if with_visual_mask:  # the ids as labels: only visual tokens and padding come out as IGNORE_INDEX
+            marked = self.inputs_from_ids(ids, ids, visual)
+            out["visual_mask"] = (marked["labels"] == IGNORE_INDEX) & (marked["attention_mask"] == 1)
         if targets is None:
             del out["labels"]
         return out
@@ -245,19 +270,22 @@ class VLM(nn.Module):
         if visual is None:
             visual = self.encode_samples(images or [])
         choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        start = clock(self.device)
         if all(len(ids) == 1 for ids in choice_ids):
-            inputs = self.build_inputs(prompts, visual)
+            inputs, counts = self._llm_inputs(prompts, visual)
             with self.cross_attending(visual):
                 logits = self.llm(**inputs, use_cache=False).logits[:, -1].float()
+            self.last_call = CallStats(tuple(counts), clock(self.device) - start)
             logprobs = F.log_softmax(logits, dim=-1)
             return logprobs[:, [ids[0] for ids in choice_ids]]
         expanded_prompts = [p for p in prompts for _ in choices]
         expanded_visual = [v for v in visual for _ in choices]
         expanded_targets = [c for _ in prompts for c in choices]
-        inputs = self.build_inputs(expanded_prompts, expanded_visual, expanded_targets)
+        inputs, counts = self._llm_inputs(expanded_prompts, expanded_visual, expanded_targets)
         labels = inputs.pop("labels")
         with self.cross_attending(expanded_visual):
             logits = self.llm(**inputs, use_cache=False).logits.float()
+        self.last_call = CallStats(tuple(counts[:: len(choices)]), clock(self.device) - start)
         # token t is predicted at position t-1; drop the EOS that build_inputs appends to targets
         logprobs = F.log_softmax(logits[:, :-1], dim=-1)
         target = labels[:, 1:]
@@ -266,6 +294,15 @@ class VLM(nn.Module):
         last = valid.long().cumsum(-1) == valid.long().sum(-1, keepdim=True)  # the EOS position
         total = (picked * ~(last & valid)).sum(-1)
         return total.view(len(prompts), len(choices))
+
+    def _llm_inputs(
+        self, prompts: list[str], visual: Sequence[SampleVisual], targets: list[str] | None = None
+    ) -> tuple[dict[str, torch.Tensor], list[int]]:
+        """`build_inputs` (FastV-pruned under prune-attn:R@L) and each row's visual tokens the LLM sees."""
+        if self.compression is not None and self.compression.spec.llm_op is not None:
+            return self.compression.llm_inputs(self, prompts, visual, targets)
+        counts = [sum(v.shape[0] for v in images_of(sample)) for sample in visual]
+        return self.build_inputs(prompts, visual, targets), counts
 
     # ---- generation --------------------------------------------------------------------------
     @torch.no_grad()
@@ -285,7 +322,9 @@ class VLM(nn.Module):
         """Greedy or sampled generation for a left-padded batch; stops at EOS or any stop string."""
         if visual is None:
             visual = self.encode_samples(images or [])
-        inputs = self.build_inputs(prompts, visual)
+        start = clock(self.device)
+        inputs, counts = self._llm_inputs(prompts, visual)
+        prefill_s: float | None = None
         embeds, mask, positions = inputs["inputs_embeds"], inputs["attention_mask"], inputs["position_ids"]
         generator = None
         if do_sample:
@@ -312,6 +351,9 @@ class VLM(nn.Module):
                     past = getattr(out, cache_arg)
                 else:
                     out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
+                if prefill_s is None:
+                    prefill_s = clock(self.device) - start
+                    self.last_call = CallStats(tuple(counts), prefill_s)
                 next_token = _pick(out.logits[:, -1].float(), do_sample, temperature, top_p, generator)
                 next_token = torch.where(done, torch.full_like(next_token, eos), next_token)
                 for i in range(batch):
@@ -352,6 +394,8 @@ class VLM(nn.Module):
         return strategy_summary(self)
 
     def visual_tokens_reference(self, width: int = REFERENCE_IMAGE[0], height: int = REFERENCE_IMAGE[1]) -> int:
+        if self.compression is not None:
+            width, height = spec_size(width, height, self.compression.spec)
         return self.visual_tokens_for(self.resolution.plan(width, height))
 
     def inspect_plan(self, width: int, height: int) -> dict[str, Any]:

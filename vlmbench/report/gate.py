@@ -1,8 +1,15 @@
 """The regression gate behind `vlmbench check`: is the candidate significantly worse than the baseline?
 
-A task regresses when its headline metric gets worse (in the metric's own direction: the task's
+A task regresses when a judged metric gets worse (in the metric's own direction: the task's
 scorer's, else the one results.json records) by more than ``max_drop`` *and* the paired test on the
-matched samples (the scorer's statistics) gives ``p < alpha``. Runs that
+matched samples (the scorer's statistics) gives ``p < alpha``. The judged metrics are the headline
+and the task's pooled accuracy when it has one (`ALSO_JUDGED`: POPE's ``all.accuracy``, tested with
+McNemar's exact/chi-square test on the paired per-question correctness), so a shift in POPE's
+yes-ratio that keeps F1 level cannot mask a model that answers worse. When both runs hold a
+visual-dependence control of a task (``--controls``), the visual gain (metric(real) -
+metric(control)) of the same metrics is judged too: a drop of the gain beyond ``max_drop`` with a
+paired-bootstrap p < alpha over the question ids (the four metrics recomputed on each resample)
+fails, which is how a model that stopped looking at the image is caught. Runs that
 cannot be compared sample by sample (different tasks, data fingerprints or question ids) are bad
 input (UserError), never a pass.
 
@@ -15,7 +22,7 @@ with both numbers named -- an edited results.json can neither pass a regression 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from vlmbench.errors import UserError
@@ -24,6 +31,7 @@ from vlmbench.report.metricspec import fmt_number, fmt_p, headline_of, scorer_of
 from vlmbench.report.paired import (
     MetricDelta,
     TaskComparison,
+    compare_gains,
     compare_task,
     id_examples,
     question_id_problems,
@@ -35,13 +43,30 @@ _SHOW = 5
 # order, far below any printed digit.
 _TOLERANCE = 1e-9
 
+ALSO_JUDGED: tuple[str, ...] = ("accuracy", "all.accuracy")
+"""Judged besides the headline when a task reports them: the pooled share of right answers."""
+
 
 @dataclass(frozen=True)
 class Regression:
-    """A headline metric that dropped significantly."""
+    """A judged metric (or its visual gain under ``control``) that dropped significantly."""
 
     task: str
     row: MetricDelta
+    control: str | None = None
+
+    @property
+    def what(self) -> str:
+        return self.row.metric if self.control is None else f"visual gain ({self.control}) of {self.row.metric}"
+
+
+@dataclass(frozen=True)
+class GainComparison:
+    """The visual gains of a task under one control, baseline against candidate."""
+
+    task: str
+    control: str
+    rows: list[MetricDelta]
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,7 @@ class CheckOutcome:
     max_drop: float
     comparisons: list[TaskComparison]
     regressions: list[Regression]
+    gains: list[GainComparison] = field(default_factory=list)
 
 
 def _examples(ids: set[str]) -> str:
@@ -179,6 +205,7 @@ def run_check(
     ensure_sample_counts(candidate, "candidate")
     comparisons: list[TaskComparison] = []
     regressions: list[Regression] = []
+    gains: list[GainComparison] = []
     for task, result_a in baseline.tasks.items():
         result_b = candidate.tasks[task]
         headline = headline_of(task, result_a)
@@ -198,10 +225,44 @@ def run_check(
             raise UserError(f"task {task}: headline metric {headline.metric!r} is missing from the results")
         ensure_judged_from_samples(comparison, baseline, candidate)
         comparisons.append(comparison)
-        worse = row.worse_by
-        if worse is not None and worse > 0 and worse > max_drop and row.p is not None and row.p < alpha:
-            regressions.append(Regression(task, row))
-    return CheckOutcome(baseline, candidate, alpha, max_drop, comparisons, regressions)
+        judged = [m for m in comparison.metrics if m.headline or (m.metric in ALSO_JUDGED and m.recomputed)]
+        regressions += [Regression(task, m) for m in judged if _dropped(m, alpha, max_drop)]
+        for control in sorted(set(result_a.get("controls") or {}) & set(result_b.get("controls") or {})):
+            rows = compare_gains(
+                task, result_a, result_b,
+                baseline.samples(task), _control_rows(baseline, task, control, "baseline"),
+                candidate.samples(task), _control_rows(candidate, task, control, "candidate"),
+                [m.metric for m in judged], n_resamples=n_resamples, seed=seed, alpha=alpha,
+            )  # fmt: skip
+            gains.append(GainComparison(task, control, rows))
+            regressions += [Regression(task, m, control) for m in rows if _dropped(m, alpha, max_drop)]
+    return CheckOutcome(baseline, candidate, alpha, max_drop, comparisons, regressions, gains)
+
+
+def _dropped(row: MetricDelta, alpha: float, max_drop: float) -> bool:
+    worse = row.worse_by
+    return worse is not None and worse > 0 and worse > max_drop and row.p is not None and row.p < alpha
+
+
+def _control_rows(run: Run, task: str, control: str, role: str) -> list[dict]:
+    """The sample rows of ``task`` under ``control``; UserError when the file is missing or its
+    question ids are not the task's own."""
+    from vlmbench.runner.controls import pass_name
+
+    name = pass_name(task, control)
+    if not run.has_samples(name):
+        raise UserError(
+            f"{role} run {run.dir} records control {control} of task {task} but has no samples/{name}.jsonl; "
+            "`check` recomputes visual gains from the samples: re-run it"
+        )
+    rows = run.samples(name)
+    real = sorted(str(r.get("question_id")) for r in run.samples(task))
+    if sorted(str(r.get("question_id")) for r in rows) != real:
+        raise UserError(
+            f"task {task}: the {role}'s samples/{name}.jsonl does not hold the task's question ids once each; "
+            "the run was edited or is damaged: re-run it"
+        )
+    return rows
 
 
 def _signed(value: float | None) -> str:
@@ -212,21 +273,24 @@ def format_table(outcome: CheckOutcome) -> str:
     """The plain-text table `vlmbench check` prints: every metric of every task."""
     header = ("task", "metric", "baseline", "candidate", "delta", "95% CI of delta", "p", "test", "")
     lines = [header]
-    flagged = {(r.task, r.row.metric) for r in outcome.regressions}
+    flagged = {(r.task, r.control, r.row.metric) for r in outcome.regressions}
+    gains: dict[str, list[GainComparison]] = {}
+    for gain in outcome.gains:
+        gains.setdefault(gain.task, []).append(gain)
     for comparison in outcome.comparisons:
-        for row in comparison.metrics:
+        listed = [(None, row) for row in comparison.metrics]
+        listed += [(g.control, row) for g in gains.get(comparison.task, []) for row in g.rows]
+        for control, row in listed:
             ci = "—" if row.ci is None else f"[{row.ci[0]:+.4f}, {row.ci[1]:+.4f}]"
             mark = ""
-            if row.headline:
-                mark = (
-                    "REGRESSION"
-                    if (comparison.task, row.metric) in flagged
-                    else f"headline {'↑' if row.higher_is_better else '↓'}"
-                )
+            if (comparison.task, control, row.metric) in flagged:
+                mark = "REGRESSION"
+            elif control is not None or row.headline or row.metric in ALSO_JUDGED:
+                mark = f"{'headline' if row.headline else 'judged'} {'↑' if row.higher_is_better else '↓'}"
             lines.append(
                 (
                     comparison.task,
-                    row.metric,
+                    row.metric if control is None else f"gain[{control}] {row.metric}",
                     fmt_number(row.baseline, 4),
                     fmt_number(row.candidate, 4),
                     _signed(row.delta),
@@ -246,9 +310,13 @@ def summary(outcome: CheckOutcome) -> str:
     """One line per regression, or the all-clear, naming alpha and max-drop."""
     rule = f"p < {outcome.alpha:g} and drop > {outcome.max_drop:g}"
     if not outcome.regressions:
-        return f"OK: no headline metric dropped significantly ({rule}) on {len(outcome.comparisons)} task(s)"
+        also = "pooled accuracy" + (" and visual gains" if outcome.gains else "")
+        return (
+            f"OK: no headline metric dropped significantly ({rule}) on {len(outcome.comparisons)} task(s); "
+            f"also judged: {also}"
+        )
     parts = [
-        f"{r.task} {r.row.metric} {fmt_number(r.row.baseline, 4)} -> {fmt_number(r.row.candidate, 4)} "
+        f"{r.task} {r.what} {fmt_number(r.row.baseline, 4)} -> {fmt_number(r.row.candidate, 4)} "
         f"(delta {_signed(r.row.delta)}, p={fmt_p(r.row.p)}, {r.row.test})"
         for r in outcome.regressions
     ]

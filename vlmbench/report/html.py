@@ -21,6 +21,7 @@ from vlmbench import __version__
 from vlmbench.errors import UserError
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES
 from vlmbench.report import svg
+from vlmbench.report.gains import ForestRow, controls_of, forest, gain_of, warning_messages
 from vlmbench.report.metricspec import (
     POPE_SPLITS,
     Headline,
@@ -185,6 +186,48 @@ def _metric_table(runs: Sequence[Run], tasks: Sequence[TaskView]) -> list[dict[s
                 }
             )
     return rows
+
+
+def _gain_rows(runs: Sequence[Run], tasks: Sequence[TaskView]) -> list[dict[str, Any]]:
+    """One row per task and control that some run holds: each run's headline visual gain and CI."""
+    rows: list[dict[str, Any]] = []
+    for task in tasks:
+        results = [run.tasks.get(task.name) or {} for run in runs]
+        controls = list(dict.fromkeys(c for r in results for c in controls_of(r)))
+        for control in controls:
+            gains = [gain_of(r, control, task.headline.metric) for r in results]
+            cells = [None if g is None else {"value": g.value, "ci": g.ci} for g in gains]
+            rows.append({"task": task, "control": control, "cells": cells})
+    return rows
+
+
+def _warnings(runs: Sequence[Run], views: Sequence[RunView]) -> list[dict[str, Any]]:
+    """Every degenerate-answer warning of every run and task."""
+    return [
+        {"run": view, "task": task, "message": message}
+        for run, view in zip(runs, views, strict=True)
+        for task, result in run.tasks.items()
+        for message in warning_messages(result)
+    ]
+
+
+def _gain_plots(views: Sequence[RunView], tasks: Sequence[TaskView], runs: Sequence[Run]) -> list[dict[str, Any]]:
+    plots = []
+    for task in tasks:
+        rows = [
+            ForestRow(f"{view.name} · {control}", view.color, gain)
+            for view, run in zip(views, runs, strict=True)
+            for control in controls_of(run.tasks.get(task.name) or {})
+            if (gain := gain_of(run.tasks[task.name], control, task.headline.metric)) is not None
+        ]
+        if rows:
+            plots.append({
+                "kind": "gain",
+                "task": task,
+                "svg": forest(rows, title=f"{task.name}: visual gain of {task.headline.metric}",
+                              x_label=f"{task.headline.metric}(real) − {task.headline.metric}(control)"),
+            })  # fmt: skip
+    return plots
 
 
 def _groups(views: Sequence[RunView], key: str) -> list[dict[str, Any]]:
@@ -469,7 +512,9 @@ def build_context(
         "metric_rows": _metric_table(runs, tasks),
         "by_projector": _groups(views, "projector"),
         "by_resolution": _groups(views, "resolution"),
-        "plots": _plots(views, tasks, runs),
+        "plots": _plots(views, tasks, runs) + _gain_plots(views, tasks, runs),
+        "gain_rows": _gain_rows(runs, tasks),
+        "warnings": _warnings(runs, views),
         "significance": significance,
         "significance_scope": scope,
         "alpha": alpha,

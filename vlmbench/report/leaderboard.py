@@ -25,6 +25,7 @@ from typing import Any
 
 from vlmbench import __version__
 from vlmbench.errors import UserError
+from vlmbench.report.gains import controls_of, gain_of, warning_messages
 from vlmbench.report.html import render_html
 from vlmbench.report.metricspec import Headline, finite, flatten, flatten_ci, headline_of, ordered_metrics
 from vlmbench.report.runs import Run, find_runs, unique_slugs
@@ -89,6 +90,12 @@ def leaderboard_row(run: Run, slug: str, tasks: Sequence[tuple[str, Headline]]) 
             "synthetic": bool(data.get("synthetic")),
             "source": data.get("source"),
             "n": result.get("n"),
+            "gains": {
+                control: {"value": gain.value, "ci": list(gain.ci) if gain.ci else None}
+                for control in controls_of(result)
+                if (gain := gain_of(result, control, own.metric)) is not None
+            },
+            "warnings": warning_messages(result),
         }
     return {
         "slug": slug,
@@ -116,11 +123,15 @@ def leaderboard_data(runs: Sequence[Run], slugs: Sequence[str]) -> dict[str, Any
     tasks = _task_headlines(runs)
     rows = [leaderboard_row(run, slug, tasks) for run, slug in zip(runs, slugs, strict=True)]
     rows.sort(key=lambda r: (r["created"], r["run_name"]), reverse=True)
+    gain_columns = list(dict.fromkeys(
+        (task, control) for row in rows for task, cell in row["tasks"].items() for control in cell["gains"]
+    ))  # fmt: skip
     return {
         "vlmbench_version": __version__,
         "generated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tasks": [{"name": t, "metric": h.metric, "higher_is_better": h.higher_is_better} for t, h in tasks],
         "rows": rows,
+        "gain_columns": [{"task": t, "control": c} for t, c in gain_columns],
     }
 
 

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from vlmbench.metrics.binary import nest
 from vlmbench.metrics.registry import BUILTIN_SCORERS
 from vlmbench.metrics.scorer import SampleStats, Scorer, mean_statistics
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES, mcnemar, paired_bootstrap_statistics
-from vlmbench.report.metricspec import Headline, direction, flatten, ordered_metrics, scorer_of
+from vlmbench.report.metricspec import Headline, direction, flatten, headline_of, ordered_metrics, scorer_of
 from vlmbench.tasks.base import MALFORMED_ERROR_PREFIX
 
 
@@ -212,3 +213,92 @@ def compare_task(
             )
         )  # fmt: skip
     return TaskComparison(task, n, len(rows_a), len(rows_b), headline, rows)
+
+
+def visual_gain(
+    task: str,
+    real_result: Mapping[str, Any],
+    control_result: Mapping[str, Any],
+    real_rows: Sequence[Mapping[str, Any]],
+    control_rows: Sequence[Mapping[str, Any]],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> dict[str, Any]:
+    """The visual gain metric(real) - metric(control) of every metric with a direction that the
+    samples recompute, matched by question id, with its paired-bootstrap interval (one resample of the
+    sample ids recomputes both metrics) and p-value (McNemar for right/wrong metrics): MMStar's
+    multi-modal gain. Returns results.json's ``visual_gain``, ``visual_gain_ci95`` and
+    ``visual_gain_p``, nested like ``metrics``."""
+    comparison = compare_task(
+        task, control_result, real_result, control_rows, real_rows, headline_of(task, real_result),
+        n_resamples=n_resamples, seed=seed, alpha=alpha,
+    )  # fmt: skip
+    kept = [m for m in comparison.metrics if m.recomputed and m.higher_is_better is not None and m.delta is not None]
+    return {
+        "visual_gain": nest({m.metric: m.delta for m in kept}),
+        "visual_gain_ci95": nest({m.metric: list(m.ci) for m in kept if m.ci is not None}),
+        "visual_gain_p": nest({m.metric: m.p for m in kept if m.p is not None}),
+    }
+
+
+def compare_gains(
+    task: str,
+    result_a: Mapping[str, Any],
+    result_b: Mapping[str, Any],
+    real_a: Sequence[Mapping[str, Any]],
+    control_a: Sequence[Mapping[str, Any]],
+    real_b: Sequence[Mapping[str, Any]],
+    control_b: Sequence[Mapping[str, Any]],
+    metrics: Sequence[str],
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    alpha: float = 0.05,
+) -> list[MetricDelta]:
+    """The change of visual gain, gain(B) - gain(A) with gain = metric(real) - metric(control), of each
+    of ``metrics``, on the question ids all four row sets share: one resample of those ids recomputes
+    the four metrics (paired bootstrap of the difference of gains). The rows' ``baseline`` and
+    ``candidate`` are the two gains."""
+    sets = [scored_rows(rows) for rows in (real_a, control_a, real_b, control_b)]
+    common = set.intersection(*({str(r.get("question_id")) for r in rows} for rows in sets))
+    order = [str(r.get("question_id")) for r in sets[0] if str(r.get("question_id")) in common]
+    order = list(dict.fromkeys(order))
+    if not order:
+        return []
+    aligned = []
+    for rows in sets:
+        index: dict[str, Mapping[str, Any]] = {}
+        for row in rows:
+            index.setdefault(str(row.get("question_id")), row)
+        aligned.append([index[q] for q in order])
+    headline = headline_of(task, result_a)
+    scorer = scorer_of(task, result_a)
+    names = ordered_metrics(task, result_a.get("metrics", {}), headline)
+    stats = [sample_stats(task, rows, names, headline.metric, scorer) for rows in aligned]
+
+    def gain(real: SampleStats, control: SampleStats):
+        def compute(idx: np.ndarray) -> dict[str, np.ndarray]:
+            r, c = real.compute(idx), control.compute(idx)
+            return {m: r[m] - c[m] for m in metrics if m in r and m in c}
+
+        return compute
+
+    gain_a, gain_b = gain(stats[0], stats[1]), gain(stats[2], stats[3])
+    boot = paired_bootstrap_statistics(len(order), gain_a, gain_b, n_resamples=n_resamples, seed=seed, alpha=alpha)
+    identity = np.arange(len(order))[None, :]
+    point_a, point_b = gain_a(identity), gain_b(identity)
+    out = []
+    for name in metrics:
+        if name not in boot:
+            continue
+        delta, ci, p = boot[name]
+        higher = headline.higher_is_better if name == headline.metric else direction(name, scorer, result_a.get("directions"))
+        out.append(
+            MetricDelta(
+                name, float(point_a[name][0]), float(point_b[name][0]), delta, ci, p, "bootstrap", higher,
+                name == headline.metric, recomputed=True,
+            )
+        )  # fmt: skip
+    return out

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from vlmbench.modeling.compression.apply import call_stats
 from vlmbench.modeling.interface import EvalModel
 from vlmbench.runner.logs import PredictionLog
 from vlmbench.runner.plan import Batch
@@ -175,15 +176,15 @@ def _infer(model: EvalModel, items: list[tuple[Any, Any, dict[str, Any]]], setti
     if settings.mode == "choices":
         logprobs = model.score_choices(None, prompts, list(settings.choices), visual=visual)
         out = []
-        for row in logprobs.tolist():
+        for row, stats in zip(logprobs.tolist(), call_stats(model, len(prompts)), strict=True):
             best = max(range(len(row)), key=lambda i: row[i])
             probs = {c: (lp if math.isfinite(lp) else -1e9) for c, lp in zip(settings.choices, row, strict=True)}
-            out.append({"prediction": settings.choices[best], "choice_logprobs": probs})
+            out.append({"prediction": settings.choices[best], "choice_logprobs": probs, **stats})
         return out
     texts = model.generate(
         None, prompts, max_new_tokens=settings.max_new_tokens, stop=settings.stop, visual=visual
     )
-    return [{"prediction": text} for text in texts]
+    return [{"prediction": text, **stats} for text, stats in zip(texts, call_stats(model, len(texts)), strict=True)]
 
 
 def _describe(exc: Exception) -> str:

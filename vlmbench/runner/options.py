@@ -21,6 +21,7 @@ from typing import Any
 
 from vlmbench.arguments import check_folder_name, check_positive_seconds, check_seed, check_writable_dir
 from vlmbench.errors import UserError
+from vlmbench.modeling.compression.spec import parse_spec
 
 DTYPES = MappingProxyType({
     "float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -64,6 +65,9 @@ class RunOptions:
     dist_timeout_s: float = 1800.0
     synthetic_n: int | None = None
     attn_implementation: str | None = None  # hf: models only (sdpa | eager | flash_attention_2)
+    controls: tuple[str, ...] = ()  # visual-dependence controls (runner/controls.py), canonical order
+    visual_tokens: str | None = None  # --visual-tokens SPEC (modeling/compression/spec.py)
+    concurrency: int = 8  # openai: models: requests in flight (changes no prediction, so not a resume setting)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -77,6 +81,7 @@ class RunOptions:
             raise UserError(f"--tasks names {', '.join(repeated)} more than once; list each task once")
         _check_count(self.limit, "--limit")
         _check_count(self.synthetic_n, "--synthetic-n")
+        _check_count(self.concurrency, "--concurrency")
         parse_batch_size(self.batch_size)
         check_seed(self.seed)
         check_positive_seconds(self.dist_timeout_s, "--dist-timeout", MAX_DIST_TIMEOUT_S)
@@ -88,6 +93,8 @@ class RunOptions:
         torch_dtype(self.dtype)
         _check_choice(self.answer_mode, "--answer-mode", ANSWER_MODES)
         _check_choice(self.attn_implementation, "--attn-implementation", ATTN_IMPLEMENTATIONS)
+        parse_spec(self.visual_tokens)
+        _check_controls(self.controls, self.tasks)
         self.task_data_dirs()
 
     def task_data_dirs(self) -> dict[str, Path]:
@@ -183,6 +190,16 @@ class ErrorBudget:
 def _check_count(value: int | None, flag: str) -> None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise UserError(f"{flag} {value} must be a positive integer")
+
+
+def _check_controls(controls: tuple[str, ...], tasks: list[str]) -> None:
+    from vlmbench.runner.controls import CONTROLS, PASS_SEPARATOR, parse_controls
+
+    if tuple(controls) != parse_controls(",".join(controls)) or not set(controls) <= set(CONTROLS):
+        raise UserError(f"--controls {','.join(controls)}: use a comma-separated subset of {','.join(CONTROLS)}, each once")
+    clash = [t for t in tasks if PASS_SEPARATOR in t]
+    if controls and clash:
+        raise UserError(f"--controls: task name {clash[0]} contains '{PASS_SEPARATOR}', which names control passes; rename the task")
 
 
 def _check_choice(value: str | None, flag: str, choices: tuple[str, ...]) -> None:

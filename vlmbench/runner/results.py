@@ -53,7 +53,8 @@ def score_records(adapter: Any, samples: list[Any], records: dict[str, dict[str,
         }
         if len(sample.image_keys) > 1:  # multi-image samples: every image's key and per-image counts
             row["image_keys"] = sample.image_keys
-        for key in ("choice_logprobs", "visual_tokens", "tiles", "image_size", "image_sizes", "visual_tokens_each"):
+        for key in ("choice_logprobs", "visual_tokens", "tiles", "image_size", "image_sizes", "visual_tokens_each",
+                    "llm_visual_tokens", "prefill_s"):
             if key in record:
                 row[key] = record[key]
         sample_rows.append(row)

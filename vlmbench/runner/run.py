@@ -31,9 +31,13 @@ import torch
 from vlmbench import __version__
 from vlmbench.distributed import DistContext, init_distributed, shutdown
 from vlmbench.errors import UserError
+from vlmbench.modeling.compression.apply import apply_visual_tokens, compression_record, parse_spec
 from vlmbench.modeling.interface import EvalModel
+from vlmbench.report.paired import visual_gain
 from vlmbench.resources import checkout_root
 from vlmbench.runner import state
+from vlmbench.runner.controls import control_samples, pass_name
+from vlmbench.runner.diagnostics import degenerate_warnings
 from vlmbench.runner.engine import AnswerSettings, FeatureCache, run_batches
 from vlmbench.runner.lock import RunLock
 from vlmbench.runner.logs import PredictionLog, log_path, read_logs
@@ -98,15 +102,27 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
         if turn:
             ctx.barrier()
 
+    # Control samples: formed from the loaded data on every rank alike (a task too small for `shuffled`
+    # is refused here, before the model is loaded).
+    control_sets = {
+        name: {c: control_samples(name, samples, c, opts.seed) for c in opts.controls}
+        for name, (samples, _) in loaded_data.items()
+    }
+
     torch.manual_seed(opts.seed)
     loaded = load_model(
         opts.model, device=str(ctx.device), dtype=dtype, seed=opts.seed, checkpoint=opts.checkpoint,
-        attn_implementation=opts.attn_implementation,
+        attn_implementation=opts.attn_implementation, concurrency=opts.concurrency,
     )
     model = loaded.model
+    apply_visual_tokens(model, opts.visual_tokens, opts.seed)  # a spec the model cannot take: UserError, before any prediction
     if ctx.is_main:
         log.info(
-            "model %s: %s", opts.model, f"checkpoint {loaded.checkpoint}" if loaded.checkpoint else "RANDOM weights (untrained)"
+            "model %s: %s",
+            opts.model,
+            f"checkpoint {loaded.checkpoint}"
+            if loaded.checkpoint
+            else ("weights held by the server" if loaded.trained else "RANDOM weights (untrained)"),
         )
         for name, (samples, info) in loaded_data.items():
             log.info("task %s: %d samples from %s%s", name, len(samples), info.source, " (SYNTHETIC)" if info.synthetic else "")
@@ -128,37 +144,24 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
         samples, info = loaded_data[name]
         settings = _settings(adapter.config, opts.answer_mode)
         batch_size = fixed_batch or _probe(ctx, model, samples, settings, run_dir, name)
-        batches = make_batches(samples, batch_size, _shape_key(model))
-        mine = batches_for_rank(batches, ctx.rank, ctx.world_size)
-        done = set(read_logs(run_dir, name)) if opts.resume else set()
-        by_id = {s.question_id: s for s in samples}
-        cache = FeatureCache(256 if opts.feature_cache else 0)
-        start = time.perf_counter()
-        progress = _progress(ctx, name, sum(len([q for q in b.question_ids if q not in done]) for b in mine))
-        failure: Exception | None = None
-        try:
-            with PredictionLog(log_path(run_dir, name, ctx.rank)) as out:
-                stats = run_batches(model, by_id, mine, done, settings, out, cache, on_progress=progress.update)
-        except Exception as exc:  # noqa: BLE001 - reported to every rank below, then re-raised
-            failure = exc
-            stats = None
-        finally:
-            progress.close()
-        if not ctx.all_ok(failure is None):
-            if failure is not None:
-                raise failure
-            raise UserError(f"another rank failed while evaluating {name}; the run is resumable with --resume")
-        gathered = _gather(ctx, asdict(stats) | {"hits": cache.hits, "misses": cache.misses})
-        wall = time.perf_counter() - start
-        if ctx.is_main:
-            task_results[name] = _finish_task(run_dir, adapter, samples, info, opts, gathered, wall)
-            for part in gathered:
-                totals["samples"] += part["samples"]
-                totals["visual_tokens"] += part["visual_tokens"]
-                cache_stats["hits"] += part["hits"]
-                cache_stats["misses"] += part["misses"]
-            totals["wall_s"] += wall
-        ctx.barrier()
+        for control in (None, *opts.controls):
+            passed = samples if control is None else control_sets[name][control]
+            gathered, wall = _evaluate_pass(ctx, model, opts, run_dir, pass_name(name, control), passed, settings, batch_size)
+            if ctx.is_main:
+                if control is None:
+                    task_results[name], real_rows = _finish_task(run_dir, adapter, samples, info, opts, gathered, wall)
+                    task_results[name]["warnings"] = degenerate_warnings(adapter.scorer, task_results[name], real_rows)
+                else:
+                    task_results[name].setdefault("controls", {})[control] = _finish_control(
+                        run_dir, adapter, passed, task_results[name], real_rows, opts, control, gathered, wall
+                    )
+                for part in gathered:
+                    totals["samples"] += part["samples"]
+                    totals["visual_tokens"] += part["visual_tokens"]
+                    cache_stats["hits"] += part["hits"]
+                    cache_stats["misses"] += part["misses"]
+                totals["wall_s"] += wall
+            ctx.barrier()
 
     if ctx.is_main:
         results = _results_document(opts, ctx, loaded, run_dir, task_results, totals, cache_stats, adapters)
@@ -171,6 +174,36 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
 
 
 # ---- pieces -----------------------------------------------------------------------------------
+def _evaluate_pass(
+    ctx: DistContext, model: EvalModel, opts: RunOptions, run_dir: Path, name: str, samples: list[Any],
+    settings: AnswerSettings, batch_size: int,
+) -> tuple[list[dict[str, Any]], float]:
+    """Answer one pass (a task, or a task under a control) into its per-rank log: every rank forms the
+    same batches and answers its own; returns every rank's counts and the wall time."""
+    batches = make_batches(samples, batch_size, _shape_key(model))
+    mine = batches_for_rank(batches, ctx.rank, ctx.world_size)
+    done = set(read_logs(run_dir, name)) if opts.resume else set()
+    by_id = {s.question_id: s for s in samples}
+    cache = FeatureCache(256 if opts.feature_cache else 0)
+    start = time.perf_counter()
+    progress = _progress(ctx, name, sum(len([q for q in b.question_ids if q not in done]) for b in mine))
+    failure: Exception | None = None
+    try:
+        with PredictionLog(log_path(run_dir, name, ctx.rank)) as out:
+            stats = run_batches(model, by_id, mine, done, settings, out, cache, on_progress=progress.update)
+    except Exception as exc:  # noqa: BLE001 - reported to every rank below, then re-raised
+        failure = exc
+        stats = None
+    finally:
+        progress.close()
+    if not ctx.all_ok(failure is None):
+        if failure is not None:
+            raise failure
+        raise UserError(f"another rank failed while evaluating {name}; the run is resumable with --resume")
+    gathered = _gather(ctx, asdict(stats) | {"hits": cache.hits, "misses": cache.misses})
+    return gathered, time.perf_counter() - start
+
+
 def _settings(config: Any, forced: str | None) -> AnswerSettings:
     mode = forced or config.answer_mode
     if mode == "choices" and not config.choices:
@@ -243,6 +276,9 @@ def _prediction_settings(
         "synthetic_n": opts.synthetic_n,
         "attn_implementation": opts.attn_implementation,
         "batch_size": fixed_batch if fixed_batch is not None else "auto",
+        # recorded only when given, so that runs started before controls existed still resume
+        **({"controls": list(opts.controls)} if opts.controls else {}),
+        **({"visual_tokens": parse_spec(opts.visual_tokens).text} if parse_spec(opts.visual_tokens) else {}),
     }
 
 
@@ -279,7 +315,8 @@ def _claim_run_dir(opts: RunOptions, recorded: dict[str, Any], held: contextlib.
         held.enter_context(RunLock(run_dir))
         state.check_resume(state.read_manifest(run_dir) or {}, recorded, run_dir, state.BEFORE_LOADING)
         for task in opts.tasks:
-            read_logs(run_dir, task)  # a log line vlmbench did not write is refused here, not after inference
+            for control in (None, *opts.controls):  # a log line vlmbench did not write is refused here, not after inference
+                read_logs(run_dir, pass_name(task, control))
         return run_dir
     except UserError as exc:
         return exc
@@ -329,16 +366,49 @@ def _gather(ctx: DistContext, payload: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _finish_task(
-    run_dir: Path, adapter: Any, samples: list[Any], info: Any, opts: RunOptions, gathered: list[dict], wall: float
-) -> dict[str, Any]:
-    records = read_logs(run_dir, adapter.config.name)
+def _read_pass(run_dir: Path, name: str, samples: list[Any]) -> dict[str, dict[str, Any]]:
+    records = read_logs(run_dir, name)
     missing = [s.question_id for s in samples if s.question_id not in records]
     if missing:
         raise UserError(
-            f"{len(missing)} samples of {adapter.config.name} have no prediction (e.g. {missing[:3]}); "
+            f"{len(missing)} samples of {name} have no prediction (e.g. {missing[:3]}); "
             "a rank stopped early: rerun with --resume"
         )
+    return records
+
+
+def _finish_control(
+    run_dir: Path, adapter: Any, samples: list[Any], real_result: dict[str, Any], real_rows: list[dict[str, Any]],
+    opts: RunOptions, control: str, gathered: list[dict], wall: float,
+) -> dict[str, Any]:
+    """Score a control pass, write ``samples/<task>@<control>.jsonl`` and return results.json's
+    ``tasks.<task>.controls.<control>`` entry, visual gains included."""
+    name = pass_name(adapter.config.name, control)
+    scored, rows = score_records(adapter, samples, _read_pass(run_dir, name, samples), opts.seed)
+    for sample, row in zip(samples, rows, strict=True):
+        row["control"] = control
+        row["control_source_keys"] = sample.source_keys
+    write_samples(run_dir, name, rows)
+    computed = sum(part["samples"] for part in gathered)
+    entry = {
+        "metrics": scored["metrics"],
+        "ci95": scored["ci95"],
+        "n": len(samples),
+        "errors": sum(1 for r in rows if r["error"]),
+    }
+    gain = visual_gain(adapter.config.name, real_result, {**scorer_record(adapter, scored["metrics"]), **entry},
+                       real_rows, rows, seed=opts.seed)
+    return {
+        **entry,
+        **gain,
+        "throughput": {"samples_computed": computed, "wall_s": round(wall, 3)},
+    }
+
+
+def _finish_task(
+    run_dir: Path, adapter: Any, samples: list[Any], info: Any, opts: RunOptions, gathered: list[dict], wall: float
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    records = _read_pass(run_dir, adapter.config.name, samples)
     scored, rows = score_records(adapter, samples, records, opts.seed)
     write_thumbnails(run_dir, samples, rows)
     write_samples(run_dir, adapter.config.name, rows)
@@ -359,8 +429,9 @@ def _finish_task(
         "data": {"source": info.source, "fingerprint": info.fingerprint, "synthetic": bool(info.synthetic), **_meta(info)},
         **scorer_record(adapter, scored["metrics"]),
         "visual_tokens_per_image": _spread(tokens),
+        "compression": compression_record(parse_spec(opts.visual_tokens).text, rows),
         "throughput": {"samples_computed": computed, "wall_s": round(wall, 3), "samples_per_s": round(computed / wall, 3) if wall else None},
-    }
+    }, rows
 
 
 def _meta(info: Any) -> dict[str, Any]:
@@ -490,18 +561,43 @@ def _now() -> str:
 
 
 def _print_table(results: dict[str, Any]) -> None:
+    controls = list(dict.fromkeys(c for r in results["tasks"].values() for c in (r.get("controls") or {})))
     print(f"\nrun {results['run_name']}  model {results['model']['name']}"
           + ("" if results["model"]["trained"] else "  [RANDOM WEIGHTS]"))
-    print(f"{'task':<10} {'metric':<20} {'value':>7} {'95% CI':>17} {'n':>6} {'errors':>6}  data")
+    gain_heads = "".join(f" {'gain ' + c + ' [95% CI]':>32}" for c in controls)
+    print(f"{'task':<10} {'metric':<20} {'value':>7} {'95% CI':>17} {'n':>6} {'errors':>6}{gain_heads}  data")
+    notes: list[str] = []
     for task, r in results["tasks"].items():
         metric = r["headline"]["metric"]
         value = _lookup(r["metrics"], metric)
         ci = r["ci95"].get(metric)
         ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
         data = "SYNTHETIC" if r["data"]["synthetic"] else r["data"]["source"]
-        print(f"{task:<10} {metric:<20} {value:>7.3f} {ci_text:>17} {r['n']:>6} {r['errors']:>6}  {data}")
+        gains = "".join(f" {_gain_text(r, c, metric):>32}" for c in controls)
+        print(f"{task:<10} {metric:<20} {value:>7.3f} {ci_text:>17} {r['n']:>6} {r['errors']:>6}{gains}  {data}")
+        notes += [f"WARNING {task}: {w['message']}" for w in r.get("warnings") or []]
+    for note in notes:
+        print(note)
     t = results["throughput"]
     print(f"throughput: {t['samples_per_s']} samples/s, {t['visual_tokens_per_s']} visual tokens/s, wall {t['wall_s']} s")
+
+
+def _gain_text(result: dict[str, Any], control: str, metric: str) -> str:
+    """The headline's visual gain under ``control`` and its interval, e.g. ``+0.210 [+0.150, +0.270]``."""
+    entry = (result.get("controls") or {}).get(control) or {}
+    try:
+        gain = _lookup(entry.get("visual_gain") or {}, metric)
+        low, high = _lookup_pair(entry.get("visual_gain_ci95") or {}, metric)
+    except (KeyError, TypeError, ValueError):
+        return "-"
+    return f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _lookup_pair(nested: dict[str, Any], dotted: str) -> tuple[float, float]:
+    value: Any = nested
+    for part in dotted.split("."):
+        value = value[part]
+    return float(value[0]), float(value[1])
 
 
 def _lookup(metrics: dict[str, Any], dotted: str) -> float:

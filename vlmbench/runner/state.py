@@ -2,7 +2,7 @@
 
 The manifest records what the run evaluates — model identity (weights fingerprint), the settings
 that can change a prediction (answer mode, generation settings, dtype, device kind, limit, seed,
-attention kernel, batch size), task configs and data fingerprints — and whether it finished. A
+attention kernel, batch size, controls), task configs and data fingerprints — and whether it finished. A
 resume continues in place only when all of these match; otherwise it is refused with every
 difference listed, because mixing predictions of two setups would be silently wrong.
 """
@@ -84,6 +84,8 @@ _LABELS = {
         "synthetic_n": "--synthetic-n",
         "attn_implementation": "--attn-implementation",
         "batch_size": "--batch-size",
+        "controls": "--controls",
+        "visual_tokens": "--visual-tokens",
     },
     "model_identity": {
         "model": "model",

@@ -7,11 +7,13 @@ with the images' visual tokens, to the shared input builder (`vlmbench.modeling.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from vlmbench.modeling.tokenizer import IMAGE_TOKEN
 from vlmbench.training.data import (
     Conversation,
     Preference,
@@ -36,6 +38,8 @@ class Batch:
     tokens: int
     reference: torch.Tensor | None = None
     patch_labels: list[torch.Tensor] | None = None  # vision_tagging: (patches, labels) per encoder input
+    # word alignment: per row, the multi-hot presence of the categories in its image (None: unannotated)
+    presence: list[torch.Tensor | None] | None = None
 
 
 class Collator:
@@ -82,8 +86,39 @@ class Collator:
             rejected = [self._pair_row(p.prompt, p.rejected) for p in items]
             rows = chosen + rejected
             return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + 2 * visual_tokens)
+        if self.stage.branches:
+            return self._branches(items, images)
         rows = [tokenize_segments(tok, conversation_segments(tok, c.turns)) for c in items]
-        return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + visual_tokens)
+        presence = [self._presence(c) for c in items] if self.stage.word_alignment else None
+        return Batch(kind, images, rows, sum(len(r[0]) for r in rows) + visual_tokens, presence=presence)
+
+    def _branches(self, items: list[Any], images: list[Any]) -> Batch:
+        """One row per user turn, each holding the image and that question only; the rows of one
+        conversation share its PreparedImage object, which the objective encodes once."""
+        rows, row_images, presence, tokens = [], [], [], 0
+        for conversation, image in zip(items, images, strict=True):
+            labels = self._presence(conversation) if self.stage.word_alignment else None
+            for user, answer in conversation.turns:
+                if not user.startswith(IMAGE_TOKEN):
+                    user = f"{IMAGE_TOKEN}\n{user}"
+                row = tokenize_segments(self.tokenizer, conversation_segments(self.tokenizer, [(user, answer)]))
+                rows.append(row)
+                row_images.append(image)
+                presence.append(labels)
+                tokens += len(row[0]) + self.model.visual_tokens_for(image.plan)
+        return Batch(self.stage.kind, row_images, rows, tokens,
+                     presence=presence if self.stage.word_alignment else None)
+
+    def _presence(self, conversation: Conversation) -> torch.Tensor | None:
+        """Multi-hot (categories,) of the categories annotated in the conversation's image."""
+        assert self.regions is not None
+        boxes = self.regions.boxes.get(Path(conversation.image).resolve()) if conversation.image else None
+        if boxes is None:
+            return None
+        out = torch.zeros(len(self.regions.categories))
+        for label, _ in boxes:
+            out[label] = 1.0
+        return out
 
     def _tagging(self, items: list[Any], step: int) -> Batch:
         """Views and per-patch labels; the crops are a pure function of (seed, step) like the batches."""

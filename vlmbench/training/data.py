@@ -35,6 +35,7 @@ _FILES = {
     "instructions": "instructions.json",
     "documents": "documents.json",
     "preferences": "preferences.json",
+    "existence": "existence.json",
 }
 _YES_NO = {"yes": "Yes", "no": "No"}
 TRANSCRIBE_PROMPT = "List the fields of this document."
@@ -95,6 +96,8 @@ def _generate(spec: DataSpec, out: Path) -> None:
         scenes.generate_instructions(out, spec.seed, spec.n)
     elif spec.generator == "preferences":
         scenes.generate_preference_pairs(out, spec.seed, spec.n)
+    elif spec.generator == "existence":
+        scenes.generate_existence_questions(out, spec.seed, spec.n)
     elif spec.generator == "documents":
         generate_documents(out, spec.seed, spec.n, spec.width, spec.height)
     else:  # pragma: no cover - validated by the recipe

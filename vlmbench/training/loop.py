@@ -43,9 +43,15 @@ from vlmbench.training.collate import Collator
 from vlmbench.training.data import MixtureSampler, load_dataset, merge_by_image, prepare_data
 from vlmbench.training.lora import apply_lora, merge_lora
 from vlmbench.training.model_io import build_model, build_tokenizer, clone_model
-from vlmbench.training.objectives import ContrastiveHeads, StageObjective, dpo_logprobs
-from vlmbench.training.recipe import Recipe, StageConfig
-from vlmbench.training.region_tags import RegionLabels, RegionTagHead, load_region_labels
+from vlmbench.training.objectives import ContrastiveHeads, StageObjective, WordAlignmentHead, dpo_logprobs
+from vlmbench.training.probe import ExistenceProbe
+from vlmbench.training.recipe import SCENE_GENERATORS, Recipe, StageConfig
+from vlmbench.training.region_tags import (
+    RegionLabels,
+    RegionTagHead,
+    category_name_tokens,
+    load_region_labels,
+)
 from vlmbench.training.workdir import (
     DONE_FILE,
     LOG_FILE,
@@ -97,7 +103,15 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
     datasets = {name: load_dataset(spec, dirs[name]) for name, spec in recipe.data.items()}
     tokenizer = build_tokenizer(recipe, datasets, work, ctx)
     model = build_model(recipe, tokenizer).to(ctx.device)
-    tag_sets = sorted({name for s in recipe.stages if s.kind == "vision_tagging" for name in s.data})
+    tag_sets = sorted(
+        {
+            name
+            for s in recipe.stages
+            if s.kind == "vision_tagging" or s.word_alignment
+            for name in s.data
+            if recipe.data[name].generator in SCENE_GENERATORS
+        }
+    )
     regions = load_region_labels([dirs[name] for name in tag_sets]) if tag_sets else None
     stage_times: list[dict[str, Any]] = []
     reuse = control.resume
@@ -166,6 +180,10 @@ def run_stage(
         if regions is None:
             raise UserError(f"stage {stage.name}: vision_tagging needs box annotations (scene data sets)")
         heads = RegionTagHead(model.vision.out_dim, len(regions.categories)).to(ctx.device)
+    elif stage.word_alignment:
+        if regions is None:
+            raise UserError(f"stage {stage.name}: word_alignment needs box annotations (scene data sets)")
+        heads = WordAlignmentHead(category_name_tokens(tokenizer, regions.categories)).to(ctx.device)
     objective = StageObjective(stage, model, heads)
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
@@ -208,8 +226,10 @@ def run_stage(
     sampler = MixtureSampler(stage_data, stage.data, recipe.seed, index, distinct_key=distinct)
     autocast = _autocast(recipe, ctx)
     collate = Collator(stage, model, tokenizer, regions, seed=recipe.seed * 1009 + index)
+    probe = ExistenceProbe(Path(recipe.data_dir), stage.probe_images) if stage.probe_every and ctx.is_main else None
     objective.train()
     loss_value = float("nan")
+    probe_result: dict[str, float] = {}
     log.info(
         "stage %s (%s): steps %d..%d, train %s", stage.name, stage.kind, start, stage.steps, list(stage.train)
     )
@@ -232,7 +252,15 @@ def run_stage(
         dt = time.perf_counter() - t0
         elapsed += dt
         loss_value = float(loss.detach())
-        if ctx.is_main and ((step + 1) % stage.log_every == 0 or step == start or step + 1 == stage.steps):
+        if probe is not None and ((step + 1) % stage.probe_every == 0 or step + 1 == stage.steps):
+            with autocast:
+                probe_result = probe(model)
+        if ctx.is_main and (
+            (step + 1) % stage.log_every == 0
+            or step == start
+            or step + 1 == stage.steps
+            or (probe is not None and (step + 1) % stage.probe_every == 0)
+        ):
             row = {
                 "step": step + 1,
                 "loss": round(loss_value, 5),
@@ -241,7 +269,9 @@ def run_stage(
                 "elapsed_s": round(elapsed, 2),
                 **({"grad_norm": round(float(grad_norm), 4)} if grad_norm is not None else {}),
                 **{k: round(float(v), 5) for k, v in stats.items()},
+                **({k: round(v, 4) for k, v in probe_result.items()} if probe_result else {}),
             }
+            probe_result = {} if step + 1 < stage.steps else probe_result
             with open(stage_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
             log.info(
@@ -271,6 +301,7 @@ def run_stage(
         "steps": stage.steps,
         "wall_s": round(elapsed, 1),
         "final_loss": round(loss_value, 5),
+        **({k: round(v, 4) for k, v in probe_result.items()} if probe_result else {}),
         "fingerprint": fingerprint,
     }
     if ctx.is_main:

@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vlmbench.modeling.inputs import IGNORE_INDEX
+from vlmbench.modeling.inputs import IGNORE_INDEX, images_of
 from vlmbench.training.collate import Batch
 from vlmbench.training.losses import clip_loss, dpo_loss, sequence_logprobs, siglip_loss
 from vlmbench.training.recipe import StageConfig
+
+BRANCH_CHUNK = 16  # branch rows per LLM forward (sorted by length)
 
 
 class ContrastiveHeads(nn.Module):
@@ -96,8 +98,37 @@ class StageObjective(nn.Module):
                 loss = loss + self.stage.nll_weight * nll
                 stats["chosen_nll"] = nll.detach()
             return loss, stats
-        logits, labels = conversation_logits(self.model, batch.images, batch.rows)
-        return lm_loss(logits, labels), {}
+        if self.stage.branches:
+            loss, visual = self._branch_loss(batch)
+        else:
+            logits, labels, visual = conversation_forward(self.model, batch.images, batch.rows)
+            loss = lm_loss(logits, labels)
+        if not self.stage.word_alignment:
+            return loss, {}
+        assert isinstance(self.heads, WordAlignmentHead) and batch.presence is not None
+        aligned = self.heads(self.model, batch.images, visual, batch.presence)
+        if aligned is None:  # no annotated image in this batch (e.g. documents only)
+            return loss, {}
+        return loss + self.stage.word_alignment * aligned, {"word_alignment": aligned.detach()}
+
+    def _branch_loss(self, batch: Batch) -> tuple[torch.Tensor, list[Any]]:
+        """The answer loss of branch rows (mean over every target token of the batch), the LLM run on
+        chunks of rows of similar length: branches of a scene (~100 tokens) and of a document page
+        (~250) padded together would waste most of the forward pass on padding."""
+        visual = encode_rows(self.model, batch.images)
+        lengths = [len(ids) + sum(t.shape[0] for t in images_of(v)) for (ids, _), v in zip(batch.rows, visual, strict=True)]
+        order = sorted(range(len(batch.rows)), key=lambda i: (lengths[i], i))
+        total = torch.zeros(())
+        count = 0
+        for start in range(0, len(order), BRANCH_CHUNK):
+            chunk = order[start : start + BRANCH_CHUNK]
+            logits, labels, _ = conversation_forward(
+                self.model, [batch.images[i] for i in chunk], [batch.rows[i] for i in chunk], [visual[i] for i in chunk]
+            )
+            summed, tokens = lm_loss_sum(logits, labels)
+            total = total.to(summed.device) + summed
+            count += tokens
+        return total / max(count, 1), visual
 
     def _lm(self, batch: Batch) -> torch.Tensor:
         llm = self.model.llm
@@ -155,6 +186,50 @@ class StageObjective(nn.Module):
         return loss, {"patch_accuracy": hits.float().mean(), "patch_recall": recall}
 
 
+class WordAlignmentHead(nn.Module):
+    """Scores every category against an image's visual tokens through the LLM's own input embedding
+    of its name (mean over the name's tokens): logit = scale * max over tokens of <v, e> / sqrt(D) +
+    bias, trained with BCE against the categories present. The only parameters are the scale and
+    bias (discarded after the stage); the gradient moves the visual tokens (and the name embeddings)
+    so that a token showing a category points along that category's word: the offline stand-in for
+    the text alignment a CLIP tower brings."""
+
+    def __init__(self, category_tokens: Sequence[Sequence[int]]) -> None:
+        super().__init__()
+        self.category_tokens = [list(t) for t in category_tokens]
+        self.scale = nn.Parameter(torch.tensor(1.0))
+        self.bias = nn.Parameter(torch.tensor(-2.0))
+
+    def forward(
+        self, model: nn.Module, images: Sequence[Any], visual: Sequence[Any], presence: Sequence[Any]
+    ) -> torch.Tensor | None:
+        embed = model.llm.get_input_embeddings().weight
+        names = torch.stack([embed[torch.tensor(t, device=embed.device)].mean(0) for t in self.category_tokens])
+        seen: set[int] = set()
+        scores, targets = [], []
+        for image, tokens, target in zip(images, visual, presence, strict=True):
+            if target is None or id(image) in seen:  # unannotated, or a branch of an image already scored
+                continue
+            seen.add(id(image))
+            tokens = torch.cat(list(tokens)) if not isinstance(tokens, torch.Tensor) else tokens
+            sims = tokens.float() @ names.float().T / math.sqrt(names.shape[1])  # (M, C)
+            scores.append(sims.max(0).values)
+            targets.append(target.to(sims.device))
+        if not scores:
+            return None
+        logits = torch.stack(scores) * self.scale + self.bias
+        return F.binary_cross_entropy_with_logits(logits, torch.stack(targets))
+
+
+def lm_loss_sum(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Summed next-token cross-entropy over positions with a label, and their number."""
+    targets = labels[:, 1:].reshape(-1)
+    summed = F.cross_entropy(
+        logits[:, :-1].float().reshape(-1, logits.shape[-1]), targets, ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return summed, int((targets != IGNORE_INDEX).sum())
+
+
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Mean next-token cross-entropy over positions with a label (labels aligned with inputs)."""
     return F.cross_entropy(
@@ -184,22 +259,47 @@ def pooled_image_features(model: nn.Module, images: list[Any]) -> torch.Tensor:
     return torch.stack(out)
 
 
-def conversation_logits(
-    model: nn.Module, images: Sequence[Any], rows: Sequence[tuple[list[int], list[int]]]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """LLM logits (B, L, V) and aligned labels (B, L) for tokenised conversations.
-
-    images[i] holds row i's images (a PreparedImage, or a list of them, one per `<image>` of the
-    row, in order); the layout is `VLM.inputs_from_ids`'s, exactly what evaluation builds."""
+def encode_rows(model: nn.Module, images: Sequence[Any]) -> list[Any]:
+    """Visual tokens per row; rows that hold the same image object (the branches of one
+    conversation, DPO's chosen and rejected rows) share one encoding."""
+    unique: dict[int, Any] = {}
+    for sample in images:
+        unique.setdefault(id(sample), sample)
+    samples = list(unique.values())
     if model.config.vision.kind == "native_vit":
         # one sample at a time: packing them would attend over a dense (ΣN)² block-diagonal mask on CPU
-        visual = [model.encode_samples([sample])[0] for sample in images]
+        encoded = [model.encode_samples([sample])[0] for sample in samples]
     else:
-        visual = model.encode_samples(images)
+        encoded = model.encode_samples(samples)
+    by_id = dict(zip(unique, encoded, strict=True))
+    return [by_id[id(sample)] for sample in images]
+
+
+def conversation_forward(
+    model: nn.Module,
+    images: Sequence[Any],
+    rows: Sequence[tuple[list[int], list[int]]],
+    visual: Sequence[Any] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[Any]]:
+    """LLM logits (B, L, V), aligned labels (B, L) and each row's visual tokens for tokenised
+    conversations.
+
+    images[i] holds row i's images (a PreparedImage, or a list of them, one per `<image>` of the
+    row, in order); the layout is `VLM.inputs_from_ids`'s, exactly what evaluation builds. `visual`:
+    the rows' visual tokens when already encoded."""
+    visual = encode_rows(model, images) if visual is None else list(visual)
     inputs = model.inputs_from_ids([ids for ids, _ in rows], [labels for _, labels in rows], visual)
     labels = inputs.pop("labels")
     with model.cross_attending(visual):
         logits = model.llm(**inputs, use_cache=False).logits
+    return logits, labels, visual
+
+
+def conversation_logits(
+    model: nn.Module, images: Sequence[Any], rows: Sequence[tuple[list[int], list[int]]]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """LLM logits (B, L, V) and aligned labels (B, L) for tokenised conversations."""
+    logits, labels, _ = conversation_forward(model, images, rows)
     return logits, labels
 
 
@@ -219,6 +319,9 @@ def dpo_logprobs(model: nn.Module, batch: Batch) -> torch.Tensor:
 __all__ = [
     "ContrastiveHeads",
     "StageObjective",
+    "WordAlignmentHead",
+    "conversation_forward",
+    "encode_rows",
     "conversation_logits",
     "conversation_logprobs",
     "dpo_logprobs",

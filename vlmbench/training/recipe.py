@@ -38,7 +38,8 @@ from vlmbench.resources import bundled_dir, project_root
 
 STAGE_KINDS: tuple[str, ...] = ("lm_pretrain", "vision_contrastive", "vision_tagging", "align", "sft", "dpo")
 COMPONENTS: tuple[str, ...] = ("vision", "projector", "llm", "cross_attention")
-GENERATORS: tuple[str, ...] = ("captions", "instructions", "preferences", "documents")
+GENERATORS: tuple[str, ...] = ("captions", "instructions", "preferences", "documents", "existence")
+SCENE_GENERATORS: tuple[str, ...] = ("captions", "instructions", "existence")  # they write box annotations
 CONTRASTIVE_LOSSES: tuple[str, ...] = ("clip", "siglip")
 TEXT_ENCODERS: tuple[str, ...] = ("llm_mean", "small")
 SAVE_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -46,11 +47,11 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 # Which generators a stage kind can read.
 _KIND_DATA: dict[str, tuple[str, ...]] = {
-    "lm_pretrain": ("captions", "instructions", "documents"),
+    "lm_pretrain": ("captions", "instructions", "documents", "existence"),
     "vision_contrastive": ("captions", "instructions"),
-    "vision_tagging": ("captions", "instructions"),  # scene sets: they carry COCO-style boxes
-    "align": ("captions", "instructions", "documents"),
-    "sft": ("captions", "instructions", "documents"),
+    "vision_tagging": ("captions", "instructions", "existence"),  # scene sets: they carry COCO-style boxes
+    "align": ("captions", "instructions", "documents", "existence"),
+    "sft": ("captions", "instructions", "documents", "existence"),
     "dpo": ("preferences",),
 }
 
@@ -134,6 +135,18 @@ class StageConfig:
     lm_targets: str = "all"  # lm_pretrain: loss on "all" tokens or on "assistant" answers only
     crop_p: float = 0.6  # vision_tagging: share of native-scale crops (the rest: whole image resized)
     pos_weight: float = 4.0  # vision_tagging: BCE weight of positive (covered) patch labels
+    # align / sft: every user turn becomes its own row holding the image and that one question (the
+    # image encoded once for all of them), so no answer can read another and each row is shaped like
+    # an evaluation prompt
+    branches: bool = False
+    # align / sft: weight of the word-alignment loss, which scores each category against the visual
+    # tokens through the LLM's own embedding of its name (max over tokens, BCE against presence): an
+    # offline stand-in for CLIP's text alignment, so a token showing a dog lies near the token " dog"
+    word_alignment: float = 0.0
+    # any stage: every `probe_every` steps (and at the end) answer a held-out existence probe of
+    # `probe_images` scenes (`vlmbench.training.probe`) and log its accuracy / yes-ratio / AUC
+    probe_every: int | None = None
+    probe_images: int = 40
 
 
 @dataclass(frozen=True)
@@ -362,11 +375,17 @@ def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
 
 # Stage fields added after recipes had been trained: hashed only when set to something other than their
 # default, so that adding a field does not invalidate every finished stage checkpoint.
-_LATE_STAGE_FIELDS: dict[str, Any] = {"nll_weight": 0.0}
+_LATE_STAGE_FIELDS: dict[str, Any] = {"nll_weight": 0.0, "branches": False, "word_alignment": 0.0}
+
+
+# Stage fields that only say what is logged: never part of a fingerprint.
+_LOGGING_STAGE_FIELDS: tuple[str, ...] = ("probe_every", "probe_images")
 
 
 def _stage_fingerprint_fields(stage: StageConfig) -> dict[str, Any]:
     fields = dataclasses.asdict(stage)
+    for name in _LOGGING_STAGE_FIELDS:
+        fields.pop(name)
     for name, default in _LATE_STAGE_FIELDS.items():
         if fields.get(name) == default:
             fields.pop(name)
@@ -528,6 +547,14 @@ def _parse_stage(
             raise UserError(f"{where}.lora_rank must be >= 1")
         if "llm" not in train:
             raise UserError(f"{where}: lora_rank adapts the LLM, so train must include llm")
+    if (stage.branches or stage.word_alignment) and kind not in ("align", "sft"):
+        raise UserError(f"{where}: branches and word_alignment apply to align / sft stages only")
+    if stage.word_alignment < 0:
+        raise UserError(f"{where}.word_alignment must be >= 0")
+    if stage.probe_every is not None and stage.probe_every < 1:
+        raise UserError(f"{where}.probe_every must be >= 1 or null")
+    if stage.probe_images < 2:
+        raise UserError(f"{where}.probe_images must be >= 2")
     if stage.checkpoint_every is not None and stage.checkpoint_every < 1:
         raise UserError(f"{where}.checkpoint_every must be >= 1 or null")
     if not train and kind != "vision_contrastive":

@@ -77,6 +77,17 @@ def load_region_labels(directories: Sequence[Path]) -> RegionLabels:
     return RegionLabels(tuple(categories), {k: tuple(v) for k, v in boxes.items()})
 
 
+def category_name_tokens(tokenizer: Any, categories: Sequence[int]) -> list[list[int]]:
+    """The token ids of each category's name (label-index order), as it appears inside a question."""
+    from vlmbench.data.synth.scenes.vocabulary import CATEGORIES
+
+    names = {c.id: c.name for c in CATEGORIES}
+    missing = [cid for cid in categories if cid not in names]
+    if missing:
+        raise UserError(f"word_alignment: category id {missing[0]} is not one of the synthetic scene categories")
+    return [tokenizer(" " + names[cid], add_special_tokens=False)["input_ids"] for cid in categories]
+
+
 def patch_labels(
     boxes: Sequence[tuple[int, Box]],
     crop: tuple[float, float, float, float],

@@ -13,7 +13,9 @@ from types import MappingProxyType
 
 from vlmbench.errors import UserError
 
-SYNTH_TASKS: tuple[str, ...] = ("pope", "chair", "vqav2", "docvqa", "textvqa", "ocr", "chartqa", "pair_compare")
+SYNTH_TASKS: tuple[str, ...] = (
+    "pope", "chair", "vqav2", "docvqa", "textvqa", "ocr", "chartqa", "pair_compare", "probes", "grounding",
+)
 
 # task -> (module, function)
 _GENERATORS: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
@@ -26,10 +28,13 @@ _GENERATORS: MappingProxyType[str, tuple[str, str]] = MappingProxyType(
         "ocr": ("vlmbench.data.synth.ocr", "generate_ocr"),
         "chartqa": ("vlmbench.data.synth.charts", "generate_chartqa"),
         "pair_compare": ("vlmbench.data.synth.pairs", "generate_pair_compare"),
+        "probes": ("vlmbench.data.synth.scenes.probes", "generate_probes"),
+        "grounding": ("vlmbench.data.synth.scenes.refexp", "generate_refexp"),
     }
 )
 
-# What `n` counts differs per task: POPE images (18 questions each), CHAIR images, questions otherwise.
+# What `n` counts differs per task: POPE and probe images (18 questions each), CHAIR images, questions
+# (grounding: expressions) otherwise.
 DEFAULT_N: MappingProxyType[str, int] = MappingProxyType(
     {
         "pope": 30,
@@ -40,6 +45,8 @@ DEFAULT_N: MappingProxyType[str, int] = MappingProxyType(
         "ocr": 200,
         "chartqa": 200,
         "pair_compare": 100,
+        "probes": 30,
+        "grounding": 200,
     }
 )
 

@@ -32,6 +32,7 @@ from vlmbench.data.synth.scenes.eval_sets import generate_chair, generate_pope, 
 from vlmbench.data.synth.scenes.glyphs import draw_scene
 from vlmbench.data.synth.scenes.sampling import sample_scene, sample_scenes
 from vlmbench.data.synth.scenes.training_sets import (
+    generate_existence_questions,
     generate_instructions,
     generate_preference_pairs,
     generate_training_captions,
@@ -60,6 +61,7 @@ __all__ = [
     "SceneObject",
     "draw_scene",
     "generate_chair",
+    "generate_existence_questions",
     "generate_instructions",
     "generate_pope",
     "generate_preference_pairs",

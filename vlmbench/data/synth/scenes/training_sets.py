@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,12 +11,13 @@ from vlmbench.data.synth.scenes.coco import render_into, write_json
 from vlmbench.data.synth.scenes.questions import absent_negative, exists_question, scene_questions
 from vlmbench.data.synth.scenes.sampling import (
     STREAM_CAPTIONS,
+    STREAM_EXISTENCE,
     STREAM_INSTRUCTIONS,
     STREAM_PREFERENCE,
     rng_for,
     sample_scenes,
 )
-from vlmbench.data.synth.scenes.vocabulary import CATEGORY_BY_NAME
+from vlmbench.data.synth.scenes.vocabulary import CATEGORIES, CATEGORY_BY_NAME
 
 _CAPTION_PROMPTS = (
     "Describe this image briefly.",
@@ -98,6 +100,42 @@ def generate_instructions(out: Path, seed: int, n: int) -> Path:
         pairs = [pairs[int(i)] for i in rng.permutation(len(pairs))]
         records.append({"id": f"{scene.image_id:06d}-qa", "image": image, "conversations": _turns(pairs)})
     path = out / "instructions.json"
+    write_json(path, records)
+    return path
+
+
+def generate_existence_questions(out: Path, seed: int, n: int) -> Path:
+    """Existence QA over `n` scenes in `out/existence.json`: per image one record asking about every
+    present category ("yes") and as many absent ones ("no"), the negatives cycling through POPE's three
+    sampling rules (a random absent category, a frequent one, one that co-occurs with the scene's
+    group), in random order. Dense and balanced: every question is answerable only from the image, and
+    with `branches` each one becomes its own evaluation-shaped prompt."""
+    out = Path(out)
+    scenes = sample_scenes(seed, n, stream=STREAM_EXISTENCE)
+    rng = rng_for(seed, 100 + STREAM_EXISTENCE)
+    render_into(out, scenes, seed, rng)
+    frequency = Counter(name for scene in scenes for name in set(scene.category_names))
+    records = []
+    for scene in scenes:
+        present = sorted(set(scene.category_names))
+        absent = [c for c in CATEGORIES if c.name not in present]
+        negatives: list[str] = []
+        for k in range(len(present)):
+            pool = [c.name for c in absent if c.name not in negatives]
+            if not pool:
+                break
+            if k % 3 == 1:  # popular: the most frequent absent category of the set
+                pick = max(pool, key=lambda name: (frequency[name], name))
+            else:
+                negative = absent_negative(scene, rng, adversarial=k % 3 == 2)
+                pick = negative.name if negative is not None and negative.name in pool else pool[int(rng.integers(len(pool)))]
+            negatives.append(pick)
+        pairs = [(exists_question(CATEGORY_BY_NAME[name]), "yes") for name in present[: len(negatives)]]
+        pairs += [(exists_question(CATEGORY_BY_NAME[name]), "no") for name in negatives]
+        pairs = [pairs[int(i)] for i in rng.permutation(len(pairs))]
+        records.append({"id": f"{scene.image_id:06d}-exists", "image": f"images/{scene.file_name}",
+                        "conversations": _turns(pairs)})
+    path = out / "existence.json"
     write_json(path, records)
     return path
 

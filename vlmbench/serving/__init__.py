@@ -1,0 +1,1 @@
+"""`vlmbench serve`: any vlmbench model behind an OpenAI-compatible HTTP API (see docs/serving.md)."""
