@@ -243,7 +243,10 @@ def test_bad_requests_get_openai_errors_and_the_server_keeps_serving(worker: Mod
 
 def test_streaming_logprobs_and_dynamic_batching(worker: ModelWorker) -> None:
     url = _data_url()
-    body = {"model": PRESET, "messages": _message(url), "max_tokens": 3, "temperature": 0}
+    # the evaluation-style suffix: asked without it, the demo model may answer with EOS first (an empty
+    # answer), and the first token must be a real one to compare with its logprobs entry
+    question = "Is there a dog in the image?\nAnswer the question using a single word or phrase."
+    body = {"model": PRESET, "messages": _message(url, question), "max_tokens": 3, "temperature": 0}
     with ServerThread(create_app(worker, ServeSettings(PRESET))) as server:
         post = f"{server.url}/chat/completions"
         plain = httpx.post(post, json=body, timeout=60).json()["choices"][0]["message"]["content"]

@@ -25,6 +25,7 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    owns_group: bool = False  # this call created the process group, so `shutdown` destroys it
 
     @property
     def is_main(self) -> bool:
@@ -70,16 +71,19 @@ def init_distributed(device: str | None = None, timeout_s: float = 1800.0) -> Di
         torch.cuda.set_device(torch_device)
     else:
         torch_device = torch.device("cpu")
-    if world > 1 and not dist.is_initialized():
+    owns = world > 1 and not dist.is_initialized()
+    if owns:
         backend = "nccl" if torch_device.type == "cuda" else "gloo"
         dist.init_process_group(
             backend=backend,
             timeout=datetime.timedelta(seconds=timeout_s),
             device_id=torch_device if torch_device.type == "cuda" else None,
         )
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=torch_device)
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=torch_device, owns_group=owns)
 
 
 def shutdown(ctx: DistContext) -> None:
-    if ctx.active and dist.is_initialized():
+    """Destroy the process group if `ctx`'s call created it (a caller that set one up, such as
+    `vlmbench sweep` running several evaluations under one torchrun, keeps it)."""
+    if ctx.active and ctx.owns_group and dist.is_initialized():
         dist.destroy_process_group()

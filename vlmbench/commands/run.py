@@ -17,6 +17,7 @@ import logging
 import os
 from pathlib import Path
 
+from vlmbench.commands.evaluation_flags import add_inference_flags, add_model_and_data_flags
 from vlmbench.errors import CheckFailed
 from vlmbench.runner.options import ErrorBudget
 
@@ -27,21 +28,12 @@ REPORT_FILE = "report.html"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("run", help="evaluate a model on tasks (batched, sharded with torchrun, resumable)")
-    p.add_argument("--model", required=True, help="preset name (see `vlmbench models`), checkpoint directory, or hf:<path>")
-    p.add_argument("--tasks", required=True, help="comma-separated task names (see `vlmbench tasks`)")
-    p.add_argument("--checkpoint", help="a vlmbench checkpoint directory to load instead of the preset's demo weights")
-    p.add_argument("--data-dir", help="local data: the task's release (one task) or DIR/<task>/ per task")
-    p.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")
-    p.add_argument("--batch-size", default="8", help="samples per batch, or 'auto' (default 8)")
+    add_model_and_data_flags(p)
     p.add_argument("--output-dir", default="runs", help="where run directories are created (default runs/)")
     p.add_argument("--run-name", help="name of the run directory (default <model>-<UTC time>)")
     p.add_argument("--resume", action="store_true", help="continue the named (or latest unfinished) run in place")
-    p.add_argument("--seed", type=int, default=0, help="seed for random init, sampling and bootstrap CIs (0 to 2**32-1)")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: the checkpoint's)")
-    p.add_argument("--answer-mode", choices=["generate", "choices"], help="override the tasks' answer mode")
+    add_inference_flags(p, "seed for random init, sampling and bootstrap CIs (0 to 2**32-1)")
     p.add_argument("--no-feature-cache", action="store_true", help="re-encode images for every question")
-    p.add_argument("--synthetic-n", type=int, help="size of the bundled synthetic sets (default per task)")
     p.add_argument("--dist-timeout", type=float, default=1800.0, help="seconds before a collective gives up")
     p.add_argument("--no-report", action="store_true", help="do not render report.html")
     p.add_argument("--attn-implementation", choices=["sdpa", "eager", "flash_attention_2"],

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from vlmbench.commands.evaluation_flags import add_inference_flags, add_model_and_data_flags
 from vlmbench.errors import UserError
 
 log = logging.getLogger("vlmbench.sweep")
@@ -27,22 +28,13 @@ REPORT_FILE = "sweep.html"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sweep", help="evaluate a model at several --visual-tokens settings; accuracy vs tokens vs prefill")
-    p.add_argument("--model", required=True, help="preset name, checkpoint directory, or hf:<path>")
-    p.add_argument("--tasks", required=True, help="comma-separated task names")
+    add_model_and_data_flags(p)
     p.add_argument("--grid", required=True,
                    help='semicolon-separated --visual-tokens specs, "none" included, e.g. "none; pool:2; tome:0.5; random:0.25"')
-    p.add_argument("--checkpoint", help="a vlmbench checkpoint directory to load instead of the preset's demo weights")
-    p.add_argument("--data-dir", help="local data: the task's release (one task) or DIR/<task>/ per task")
-    p.add_argument("--limit", type=int, help="evaluate only the first N samples of each task")
-    p.add_argument("--batch-size", default="8", help="samples per batch, or 'auto' (default 8)")
     p.add_argument("--output-dir", default="sweeps", help="where sweep directories are created (default sweeps/)")
     p.add_argument("--name", help="name of the sweep directory (default <model>-sweep)")
     p.add_argument("--resume", action="store_true", help="continue the named sweep: skip finished points, resume the rest")
-    p.add_argument("--seed", type=int, default=0, help="seed for random init, random:R subsets and bootstrap CIs")
-    p.add_argument("--device", choices=["cpu", "cuda"], help="default: cuda when available")
-    p.add_argument("--dtype", help="float32 | bfloat16 | float16 (default: the checkpoint's)")
-    p.add_argument("--answer-mode", choices=["generate", "choices"], help="override the tasks' answer mode")
-    p.add_argument("--synthetic-n", type=int, help="size of the bundled synthetic sets (default per task)")
+    add_inference_flags(p, "seed for random init, random:R subsets and bootstrap CIs")
     p.add_argument("--no-report", action="store_true", help="do not render sweep.html")
     p.set_defaults(handler=sweep)
 
@@ -71,8 +63,9 @@ def point_dir_name(spec: str) -> str:
 
 def sweep(args: argparse.Namespace) -> int:
     from vlmbench.arguments import check_folder_name
+    from vlmbench.distributed import init_distributed, shutdown
     from vlmbench.runner import state
-    from vlmbench.runner.run import RunOptions, run_evaluation
+    from vlmbench.runner.run import RunOptions
 
     grid = parse_grid(args.grid)
     name = args.name or f"{state.slug(args.model)}-sweep"
@@ -100,6 +93,26 @@ def sweep(args: argparse.Namespace) -> int:
         _claim(sweep_dir, settings, args.resume)
     else:  # under torchrun rank 0 decides; the others follow once its sweep.json is there
         _await_claim(sweep_dir, settings)
+    # under torchrun one process group serves every point (each run would otherwise tear it down
+    # and set it up again on the same port)
+    ctx = init_distributed(args.device)
+    try:
+        _run_points(options, sweep_dir)
+    finally:
+        shutdown(ctx)
+    if main and not args.no_report:
+        from vlmbench.report.sweep import render_sweep_report
+
+        out = render_sweep_report(sweep_dir)
+        log.info("sweep report: %s", out)
+    return 0
+
+
+def _run_points(options: list[Any], sweep_dir: Path) -> None:
+    """Each grid point's run: finished ones skipped, an unfinished one resumed in place."""
+    from vlmbench.runner import state
+    from vlmbench.runner.run import run_evaluation
+
     for opts in options:
         manifest = state.read_manifest(sweep_dir / str(opts.run_name))
         if manifest is not None and manifest.get("status") == "finished":
@@ -108,12 +121,6 @@ def sweep(args: argparse.Namespace) -> int:
         opts.resume = manifest is not None
         log.info("sweep point %s%s", opts.visual_tokens, " (resumed)" if opts.resume else "")
         run_evaluation(opts)
-    if main and not args.no_report:
-        from vlmbench.report.sweep import render_sweep_report
-
-        out = render_sweep_report(sweep_dir)
-        log.info("sweep report: %s", out)
-    return 0
 
 
 def _claim(sweep_dir: Path, settings: dict[str, Any], resume: bool) -> None:
