@@ -1,8 +1,8 @@
 """End to end: the regression gate fails (exit 1) for a shipped checkpoint whose vision tower is zeroed
 and for one whose projector output is permuted, against the shipped checkpoint as the baseline.
 
-This depends on the shipped checkpoint of `PRESET` actually using the image; a checkpoint that answers
-POPE at chance gives the gate nothing to lose."""
+This depends on the shipped checkpoint of `PRESET` actually using the image (its `see` stage: POPE accuracy
+0.87 against 0.50 for the copies); a checkpoint that answers POPE at chance gives the gate nothing to lose."""
 
 from __future__ import annotations
 
@@ -46,3 +46,7 @@ def test_the_gate_fails_a_sabotaged_copy(baseline, sabotage, monkeypatch, capsys
     code = main(["check", "--baseline", str(shipped), "--candidate", str(candidate)])
     out = capsys.readouterr()
     assert code == 1, out.out[-2000:] + out.err[-1000:]
+    # not only through the blank control's F1 gain: the sabotaged copy answers fewer questions right
+    # (McNemar on accuracy) and loses its accuracy gain over the blank image
+    assert "all.accuracy" in out.err and "mcnemar" in out.err, out.err[-1500:]
+    assert "visual gain (blank) of all.accuracy" in out.err, out.err[-1500:]
