@@ -74,11 +74,36 @@
         if (!cell) { td.appendChild(el("span", "muted", "—")); return; }
         td.appendChild(el("span", "value", fixed(cell.value, 3)));
         if (cell.ci) { td.appendChild(el("div", "ci", "[" + fixed(cell.ci[0], 3) + ", " + fixed(cell.ci[1], 3) + "]")); }
+        if (cell.warnings && cell.warnings.length) {
+          var warn = el("span", "badge warning", "DEGENERATE");
+          warn.title = cell.warnings.join("\n");
+          td.appendChild(warn);
+        }
         if (cell.synthetic) {
           var badge = el("span", "badge synthetic", "SYNTHETIC");
           badge.title = "measured on a synthetic data set" + (cell.source ? " (" + cell.source + ")" : "");
           td.appendChild(badge);
         }
+      }
+    });
+  });
+  (data.gain_columns || []).forEach(function (gc) {
+    var task = data.tasks.filter(function (t) { return t.name === gc.task; })[0];
+    var gainOf = function (r) {
+      var cell = r.tasks[gc.task];
+      var gain = cell && cell.gains ? cell.gains[gc.control] : null;
+      return gain && typeof gain.value === "number" ? gain : null;
+    };
+    columns.push({
+      key: "gain:" + gc.task + ":" + gc.control, label: gc.task + " visual gain",
+      title: "metric(real) − metric(" + gc.control + " control), paired bootstrap 95% CI",
+      sub: gc.control + " · " + (task ? task.metric : ""), type: "number", higherIsBetter: task ? task.higher_is_better : true,
+      value: function (r) { var g = gainOf(r); return g ? g.value : null; },
+      render: function (r, td) {
+        var g = gainOf(r);
+        if (!g) { td.appendChild(el("span", "muted", "—")); return; }
+        td.appendChild(el("span", "value", (g.value >= 0 ? "+" : "") + fixed(g.value, 3)));
+        if (g.ci) { td.appendChild(el("div", "ci", "[" + fixed(g.ci[0], 3) + ", " + fixed(g.ci[1], 3) + "]")); }
       }
     });
   });
