@@ -229,7 +229,7 @@ def run_stage(
     probe = ExistenceProbe(Path(recipe.data_dir), stage.probe_images) if stage.probe_every and ctx.is_main else None
     objective.train()
     loss_value = float("nan")
-    probe_result: dict[str, float] = {}
+    last_probe: dict[str, float] = {}  # the latest probe figures, for done.json
     log.info(
         "stage %s (%s): steps %d..%d, train %s", stage.name, stage.kind, start, stage.steps, list(stage.train)
     )
@@ -252,15 +252,11 @@ def run_stage(
         dt = time.perf_counter() - t0
         elapsed += dt
         loss_value = float(loss.detach())
+        probed: dict[str, float] = {}
         if probe is not None and ((step + 1) % stage.probe_every == 0 or step + 1 == stage.steps):
             with autocast:
-                probe_result = probe(model)
-        if ctx.is_main and (
-            (step + 1) % stage.log_every == 0
-            or step == start
-            or step + 1 == stage.steps
-            or (probe is not None and (step + 1) % stage.probe_every == 0)
-        ):
+                probed = last_probe = {k: round(v, 4) for k, v in probe(model).items()}
+        if ctx.is_main and ((step + 1) % stage.log_every == 0 or step == start or step + 1 == stage.steps or probed):
             row = {
                 "step": step + 1,
                 "loss": round(loss_value, 5),
@@ -269,9 +265,8 @@ def run_stage(
                 "elapsed_s": round(elapsed, 2),
                 **({"grad_norm": round(float(grad_norm), 4)} if grad_norm is not None else {}),
                 **{k: round(float(v), 5) for k, v in stats.items()},
-                **({k: round(v, 4) for k, v in probe_result.items()} if probe_result else {}),
+                **probed,
             }
-            probe_result = {} if step + 1 < stage.steps else probe_result
             with open(stage_dir / LOG_FILE, "a") as handle:
                 handle.write(json.dumps(row) + "\n")
             log.info(
@@ -301,7 +296,7 @@ def run_stage(
         "steps": stage.steps,
         "wall_s": round(elapsed, 1),
         "final_loss": round(loss_value, 5),
-        **({k: round(v, 4) for k, v in probe_result.items()} if probe_result else {}),
+        **last_probe,
         "fingerprint": fingerprint,
     }
     if ctx.is_main:

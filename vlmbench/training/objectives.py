@@ -118,17 +118,16 @@ class StageObjective(nn.Module):
         visual = encode_rows(self.model, batch.images)
         lengths = [len(ids) + sum(t.shape[0] for t in images_of(v)) for (ids, _), v in zip(batch.rows, visual, strict=True)]
         order = sorted(range(len(batch.rows)), key=lambda i: (lengths[i], i))
-        total = torch.zeros(())
-        count = 0
+        sums, count = [], 0
         for start in range(0, len(order), BRANCH_CHUNK):
             chunk = order[start : start + BRANCH_CHUNK]
             logits, labels, _ = conversation_forward(
                 self.model, [batch.images[i] for i in chunk], [batch.rows[i] for i in chunk], [visual[i] for i in chunk]
             )
             summed, tokens = lm_loss_sum(logits, labels)
-            total = total.to(summed.device) + summed
+            sums.append(summed)
             count += tokens
-        return total / max(count, 1), visual
+        return torch.stack(sums).sum() / max(count, 1), visual
 
     def _lm(self, batch: Batch) -> torch.Tensor:
         llm = self.model.llm

@@ -29,7 +29,8 @@ class ProbeQuestion:
 
 
 class ExistenceProbe:
-    """Balanced existence questions over `n_images` held-out scenes (generated once into `data_dir`)."""
+    """Balanced existence questions over `n_images` held-out scenes (generated once into `data_dir`), for
+    the one model of a stage (its prepared images are kept between calls)."""
 
     def __init__(self, data_dir: Path, n_images: int, seed: int = PROBE_SEED) -> None:
         spec = DataSpec("existence", n=n_images, seed=seed, answer_suffix=PROMPT_SUFFIX, capitalize_yes_no=True)
@@ -39,6 +40,7 @@ class ExistenceProbe:
             for conv in load_dataset(spec, directory)
             for user, answer in conv.turns
         ]
+        self._prepared: dict[Path, Any] = {}
 
     @torch.no_grad()
     def __call__(self, model: nn.Module) -> dict[str, float]:
@@ -47,13 +49,13 @@ class ExistenceProbe:
 
         was_training = model.training
         model.eval()
-        prepared: dict[Path, Any] = {}
+        prepared = self._prepared
         margins: list[float] = []
         try:
             for start in range(0, len(self.questions), _BATCH):
                 chunk = self.questions[start : start + _BATCH]
                 for q in chunk:
-                    if q.image not in prepared:
+                    if q.image not in prepared:  # pixels depend on the resolution strategy only: kept across calls
                         prepared[q.image] = model.prepare_image(load_image(q.image))
                 prompts = [model.format_prompt(q.prompt) for q in chunk]
                 scores = model.score_choices([prepared[q.image] for q in chunk], prompts, ["Yes", "No"])
