@@ -20,8 +20,11 @@ sys.path.insert(0, str(HERE))
 from vlmbench.resources import BUNDLED_FOLDERS, PACKAGED_SUBDIR  # noqa: E402  (needs HERE on sys.path)
 
 # Never shipped, wherever they turn up inside a bundled folder. `stage-bases` holds the weights that the
-# demo recipes start their last stage from: training inputs, not something an evaluation loads.
-_IGNORED = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store", ".ipynb_checkpoints", "stage-bases")
+# demo recipes start their last stage from (training inputs), `ablations` the one-axis variants that the
+# README's effects table compares (research inputs): nothing a default evaluation loads.
+_IGNORED = shutil.ignore_patterns(
+    "__pycache__", "*.pyc", ".DS_Store", ".ipynb_checkpoints", "stage-bases", "ablations"
+)
 
 
 class BuildWithBundledFolders(build_py):

@@ -55,7 +55,10 @@ def _bundled_files(name: str) -> list[str]:
     return sorted(
         p.relative_to(REPO).as_posix()
         for p in folder.rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc" and "stage-bases" not in p.parts
+        if p.is_file()
+        and "__pycache__" not in p.parts
+        and p.suffix != ".pyc"
+        and not {"stage-bases", "ablations"} & set(p.parts)
     )
 
 
@@ -133,7 +136,7 @@ def test_wheel_carries_every_bundled_file(wheel: Path) -> None:
     assert any(n.startswith(prefix + "reports/") for n in names)
     assert any(n.startswith(prefix + "leaderboard/") for n in names)
     assert not any("__pycache__" in n or n.endswith(".pyc") for n in names)
-    assert not any("/stage-bases/" in n for n in names)  # training inputs, not evaluation data
+    assert not any("/stage-bases/" in n or "/ablations/" in n for n in names)  # not evaluation data
 
 
 def test_wheel_carries_package_data_files(wheel: Path) -> None:

@@ -244,7 +244,7 @@ def test_a_resumed_auto_batch_run_reuses_the_probed_size(base_run, tmp_path, mon
     monkeypatch.setattr(run_module, "_batch_size", lambda value, ctx: None)  # as `auto` is on CUDA
     probed: list[int] = []
 
-    def probe(model, samples, settings):
+    def probe(model, samples, settings, **kwargs):  # kwargs: the run's prefix sharing (engine.probe_batch_size)
         probed.append(3 if not probed else 5)  # memory has changed by the time of the resume
         return probed[-1]
 

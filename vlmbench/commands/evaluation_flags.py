@@ -25,4 +25,19 @@ def add_inference_flags(p: argparse.ArgumentParser, seed_help: str) -> None:
     p.add_argument("--synthetic-n", type=int, help="size of the bundled synthetic sets (default per task)")
 
 
-__all__ = ["add_inference_flags", "add_model_and_data_flags"]
+def add_mitigation_flag(p: argparse.ArgumentParser) -> None:
+    """--mitigation (vlmbench/mitigation/spec.py, docs/mitigation.md)."""
+    p.add_argument("--mitigation", metavar="SPEC", default="none",
+                   help="inference-time hallucination mitigation, measured against the plain run on the same samples: "
+                        "self-consistency[:K[@T]] (K sampled answers, majority vote; default K=5, T=0.7) or recheck "
+                        "(caption tasks: one yes/no question per named object, unconfirmed objects removed); default none")
+
+
+def add_prefix_sharing_flag(p: argparse.ArgumentParser) -> None:
+    """--prefix-sharing on|off (default on; docs/prefix-sharing.md)."""
+    p.add_argument("--prefix-sharing", choices=["on", "off"], default="on",
+                   help="prefill each image's prefix once and answer all its questions from that KV cache "
+                        "(default on; same answers, less prefill work; docs/prefix-sharing.md)")
+
+
+__all__ = ["add_inference_flags", "add_mitigation_flag", "add_model_and_data_flags", "add_prefix_sharing_flag"]

@@ -1,4 +1,6 @@
-"""`vlmbench models`: list presets with their design choices and visual tokens for a reference image."""
+"""`vlmbench models`: list presets with their design choices and visual tokens for a reference image.
+
+Listing imports neither torch nor transformers: see `vlmbench.modeling.catalog`."""
 
 from __future__ import annotations
 
@@ -13,27 +15,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vlmbench.modeling.presets import build_random, demo_checkpoint, load_preset, preset_names
-    from vlmbench.modeling.summary import REFERENCE_IMAGE
+    """Print the preset table; the numbers that need a built model come from `models/catalog.json`."""
+    from vlmbench.modeling.catalog import preset_rows
+    from vlmbench.modeling.interface import REFERENCE_IMAGE
 
-    rows = []
-    for name in preset_names():
-        config = load_preset(name)
-        model = build_random(config)  # weights are irrelevant for the token/parameter budget
-        plan = model.resolution.plan(*REFERENCE_IMAGE)
-        rows.append(
-            {
-                "name": name,
-                "vision": f"{config.vision.kind}/{config.vision.style}",
-                "projector": config.projector.kind + ("+xattn" if config.cross_attention_every else ""),
-                "resolution": config.resolution.name,
-                "tiles": len(plan.tile_sizes),
-                "visual_tokens": model.visual_tokens_for(plan),
-                "params": model.parameter_counts()["total"],
-                "demo_checkpoint": demo_checkpoint(name) is not None,
-                "description": config.description,
-            }
-        )
+    rows = preset_rows()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -17,7 +17,12 @@ import logging
 import os
 from pathlib import Path
 
-from vlmbench.commands.evaluation_flags import add_inference_flags, add_model_and_data_flags
+from vlmbench.commands.evaluation_flags import (
+    add_inference_flags,
+    add_mitigation_flag,
+    add_model_and_data_flags,
+    add_prefix_sharing_flag,
+)
 from vlmbench.errors import CheckFailed
 from vlmbench.runner.options import ErrorBudget
 
@@ -52,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "prune-attn:R[@L], random:R, downsample:F, max-tiles:N, max-pixels:P (docs/compression.md)")
     p.add_argument("--concurrency", type=int, default=8,
                    help="openai: models: requests in flight at once, within a batch (default 8; use --batch-size >= N)")
+    add_mitigation_flag(p)
+    add_prefix_sharing_flag(p)
     p.set_defaults(handler=run)
 
 
@@ -84,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         controls=controls,
         visual_tokens=args.visual_tokens,
         concurrency=args.concurrency,
+        mitigation=args.mitigation,
+        prefix_sharing=args.prefix_sharing == "on",
     )
     run_dir = run_evaluation(opts)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 writes files

@@ -27,6 +27,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -257,14 +258,44 @@ def undecoded(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
     return dataset
 
 
+def release_arrow_memory() -> None:
+    """Hand the Arrow memory pool's freed buffers back to the system.
+
+    Reading a parquet release decompresses it through pyarrow's pool, which keeps freed memory for
+    reuse: after a 10 MB POPE file was read and its table dropped, ~45 MB stayed resident for the whole
+    run. Called once a task's samples are built; a no-op when pyarrow was never imported."""
+    pyarrow = sys.modules.get("pyarrow")
+    if pyarrow is not None:
+        pyarrow.default_memory_pool().release_unused()
+
+
 # --- the Hugging Face cache --------------------------------------------------------------------------
 
 
 def _hf_cache_roots() -> tuple[Path, Path]:
-    import datasets
+    """The `datasets` cache and the Hub cache, resolved as those libraries resolve them.
+
+    Looking for a release only reads the file system, so this does not import `datasets` (0.5-2 s of
+    start-up that `vlmbench tasks` would pay): its cache is ``$HF_DATASETS_CACHE``, else
+    ``<HF_HOME>/datasets`` with ``HF_HOME`` as `huggingface_hub` resolves it (``$HF_HOME``, else
+    ``$XDG_CACHE_HOME/huggingface``, else ``~/.cache/huggingface``). tests/test_startup.py checks
+    this against ``datasets.config`` under each of those variables."""
     from huggingface_hub import constants
 
-    return Path(datasets.config.HF_DATASETS_CACHE), Path(constants.HF_HUB_CACHE)
+    datasets_cache = os.environ.get("HF_DATASETS_CACHE") or os.path.join(constants.HF_HOME, "datasets")
+    return Path(datasets_cache), Path(constants.HF_HUB_CACHE)
+
+
+_UPPER_RUN = re.compile(r"([A-Z]+)([A-Z][a-z])")
+_LOWER_UPPER = re.compile(r"([a-z\d])([A-Z])")
+
+
+def snake_case(name: str) -> str:
+    """A data set name as `datasets` names its cache folder (``VQAv2Sample`` → ``vq_av2_sample``): an
+    underscore before each capital that starts a word, then lower case. Equal to
+    ``datasets.naming.camelcase_to_snakecase`` (tests/test_startup.py checks it) without importing
+    `datasets`."""
+    return _LOWER_UPPER.sub(r"\1_\2", _UPPER_RUN.sub(r"\1_\2", name)).lower()
 
 
 def find_in_hf_cache(
@@ -279,8 +310,6 @@ def find_in_hf_cache(
     Looks only at the file system (prepared Arrow files first, then downloaded parquet snapshots;
     the most recently written wins).
     """
-    from datasets.naming import camelcase_to_snakecase
-
     if datasets_cache is None or hub_cache is None:
         default_datasets, default_hub = _hf_cache_roots()
         datasets_cache = datasets_cache or default_datasets
@@ -290,7 +319,7 @@ def find_in_hf_cache(
     config_id = hf_config or "default"
 
     prepared: list[Path] = []
-    for dirname in {prefix + camelcase_to_snakecase(name), prefix + name.lower(), prefix + name}:
+    for dirname in {prefix + snake_case(name), prefix + name.lower(), prefix + name}:
         base = Path(datasets_cache) / dirname
         if not base.is_dir():
             continue
@@ -396,7 +425,12 @@ def resolve_source(
         source = f"local:{root}"
         logger.info("%s: reading %s", config.name, root)
         return ReleaseTable(
-            undecoded(_per_item(config, dataset), image_column), root, files, source, bool(meta.get("synthetic")), meta
+            undecoded(_per_item(config, dataset), image_column),
+            root,
+            files,
+            source,
+            bool(meta.get("synthetic")),
+            meta,
         )
     if config.hf_dataset:
         cached = find_in_hf_cache(config.hf_dataset, config.split, config.hf_config)
@@ -440,7 +474,9 @@ def resolve_source(
     )
     meta = read_meta(root)
     dataset, files = open_directory(root, _split_of(config, meta), config.hf_config, expected)
-    return ReleaseTable(undecoded(_per_item(config, dataset), image_column), root, files, f"synthetic:{root}", True, meta)
+    return ReleaseTable(
+        undecoded(_per_item(config, dataset), image_column), root, files, f"synthetic:{root}", True, meta
+    )
 
 
 def _json_release(config: TaskConfig, data_dir: Path | None, cache_dir: Path | None) -> ReleaseTable | None:

@@ -13,8 +13,11 @@ import numpy as np
 
 DEFAULT_RESAMPLES = 1000
 
-# Resampled index matrices are generated in chunks of at most this many entries (memory bound).
-_CHUNK_ENTRIES = 2_000_000
+# Resampled index matrices are generated in chunks of at most this many entries (memory bound: 2 MiB
+# of int64 per chunk, plus the statistic's temporaries of the same shape). The chunking does not change
+# the draws -- the generator yields the same stream however it is split -- so intervals are the same
+# bits for any chunk size; a smaller one keeps scoring a 9,000-question POPE run ~90 MB lighter.
+_CHUNK_ENTRIES = 262_144
 
 # McNemar: below this many discordant pairs the exact binomial test is used.
 MCNEMAR_EXACT_BELOW = 25

@@ -25,10 +25,14 @@ hold, how to describe the resolution strategy) is in `vlmbench.modeling.hf_famil
 Prompts and the input ids are exactly what the model's own processor produces: the chat template
 renders the prompt, and the image placeholder is replaced by the ids the processor expands it to for
 that image — so predictions equal plain `model.generate(**processor(images, prompts))` (greedy).
+
+`HFVLM` also implements `PrefixSharing` (one prefill of an image prefix for all of its questions,
+same answers); the KV-cache logic is in `vlmbench.modeling.hf_prefix`.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -44,6 +48,7 @@ from PIL import Image
 from torch import nn
 
 from vlmbench.errors import UserError
+from vlmbench.modeling import hf_prefix
 from vlmbench.modeling.compression.hf_apply import HFCompression, fastv_rows, prune_batch
 from vlmbench.modeling.compression.hf_apply import configure as configure_compression
 from vlmbench.modeling.compression.images import downsample
@@ -545,6 +550,21 @@ class HFVLM:
         rows = self._llm_rows(prompts, self._visual_rows(images, visual))
         probe_s = clock(self.device) - start
         batch = self._batch(prompts, rows)
+        gen = self._generation_kwargs(max_new_tokens, stop, do_sample, temperature, top_p, use_cache)
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), FirstForward(self.model, self.device) as timer:
+            torch.manual_seed(0 if seed is None else seed)  # seeded sampling without touching the caller's RNG
+            out = self._run_generate(batch, _flat(rows), **gen)
+        self.last_call = CallStats(_row_tokens(rows), probe_s + (timer.seconds or 0.0))
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        new = sequences[:, batch.input_ids.shape[1] :]
+        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+        return [_truncate(text, stop) for text in texts]
+
+    def _generation_kwargs(
+        self, max_new_tokens: int, stop: tuple[str, ...], do_sample: bool, temperature: float, top_p: float, use_cache: bool
+    ) -> dict[str, Any]:
+        """transformers `generate` arguments of one call (shared by `generate` and `generate_from`)."""
         gen: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "do_sample": do_sample,
@@ -557,15 +577,48 @@ class HFVLM:
             gen.update(temperature=None, top_p=None, top_k=None)
         if stop:
             gen.update(stop_strings=list(stop), tokenizer=self.tokenizer)
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), FirstForward(self.model, self.device) as timer:
-            torch.manual_seed(0 if seed is None else seed)  # seeded sampling without touching the caller's RNG
-            out = self._run_generate(batch, _flat(rows), **gen)
-        self.last_call = CallStats(_row_tokens(rows), probe_s + (timer.seconds or 0.0))
-        sequences = out.sequences if hasattr(out, "sequences") else out
-        new = sequences[:, batch.input_ids.shape[1] :]
-        texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
-        return [_truncate(text, stop) for text in texts]
+        return gen
+
+    # ---- prefix sharing (PrefixSharing; the KV logic is in modeling/hf_prefix.py) ---------------
+    @functools.cached_property
+    def prefix_static_reason(self) -> str | None:
+        """Why this model can never share an image prefix (family, cache layers, template); None: it can."""
+        return hf_prefix.static_reason(self)
+
+    def prefix_decline_reason(self) -> str | None:
+        """Why `split_prompt` returns None for every prompt now (adds `--visual-tokens` FastV); None: it may split."""
+        return hf_prefix.unavailable_reason(self)
+
+    def split_prompt(self, prompt: str) -> tuple[str, str] | None:
+        """(prefix up to the last image placeholder, suffix), or None where the image is not a shared prefix."""
+        return hf_prefix.split_prompt(self, prompt)
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """LLM text tokens of each text (placeholders not expanded; no special tokens added)."""
+        return [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+    def prefill(self, prefixes: list[str], visual: Sequence[Any]) -> list[hf_prefix.HFPrefixState]:
+        """One KV state per prefix (`visual[i]`: prefix i's image, or a list of them)."""
+        return hf_prefix.prefill(self, prefixes, visual)
+
+    def score_choices_from(self, states: Sequence[Any], suffixes: list[str], choices: list[str]) -> torch.Tensor:
+        """`score_choices` of the prompts `prefix_i + suffixes[i]`, continuing from `states[i]`: (B, C)."""
+        return hf_prefix.score_choices_from(self, states, suffixes, choices)
+
+    def generate_from(
+        self,
+        states: Sequence[Any],
+        suffixes: list[str],
+        max_new_tokens: int = 32,
+        stop: tuple[str, ...] = (),
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """`generate` of the prompts `prefix_i + suffixes[i]`, continuing from `states[i]`."""
+        gen = self._generation_kwargs(max_new_tokens, stop, do_sample, temperature, top_p, True)
+        return hf_prefix.generate_from(self, states, suffixes, gen, stop, seed)
 
     # ---- choice scoring ------------------------------------------------------------------------
     def choice_token_ids(self, prompt: str, choice: str) -> list[int]:
@@ -576,12 +629,20 @@ class HFVLM:
         special token ends Qwen/InternVL templates → "Yes"). The prompt + answer text is tokenized as a
         whole and the ids after the prompt's own ids are the answer's, so merges across the boundary and
         SentencePiece's "▁" prefix come out as in real text."""
+        return self.choice_ids(prompt, [choice])[0]
+
+    def choice_ids(self, prompt: str, choices: Sequence[str]) -> list[list[int]]:
+        """`choice_token_ids(prompt, c)` for every choice, tokenizing the prompt once."""
         sep = "" if (not prompt or prompt[-1].isspace() or self._ends_with_special(prompt)) else " "
-        head = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        full = self.tokenizer(prompt + sep + choice, add_special_tokens=False)["input_ids"]
-        if len(full) > len(head) and list(full[: len(head)]) == list(head):
-            return list(full[len(head) :])
-        return list(self.tokenizer(sep + choice, add_special_tokens=False)["input_ids"])
+        head = list(self.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+        out = []
+        for choice in choices:
+            full = list(self.tokenizer(prompt + sep + choice, add_special_tokens=False)["input_ids"])
+            if len(full) > len(head) and full[: len(head)] == head:
+                out.append(full[len(head) :])
+            else:
+                out.append(list(self.tokenizer(sep + choice, add_special_tokens=False)["input_ids"]))
+        return out
 
     def _ends_with_special(self, prompt: str) -> bool:
         return any(prompt.endswith(tok) for tok in self.tokenizer.all_special_tokens if tok)
@@ -602,7 +663,7 @@ class HFVLM:
         start = clock(self.device)
         rows = self._llm_rows(prompts, self._visual_rows(images, visual))
         probe_s = clock(self.device) - start
-        ids = [[self.choice_token_ids(p, c) for c in choices] for p in prompts]
+        ids = [self.choice_ids(p, choices) for p in prompts]
         if all(len(t) == 1 for row in ids for t in row):
             batch = self._batch(prompts, rows)
             gen = {

@@ -121,6 +121,50 @@ class VisualTokenCompression(Protocol):
         ...
 
 
+@runtime_checkable
+class PrefixSharing(Protocol):
+    """Optional: answer many questions about one image from ONE prefill of the image prefix.
+
+    A prompt from `format_prompt` splits into a *prefix* — everything up to and including the last image
+    placeholder (system prompt, chat header, the visual tokens) — and a *suffix* (the question, the
+    assistant header). Every question of a task about the same image has the same prefix, so the runner
+    groups them (runner/plan.py), calls `prefill` once per image, holds the returned state in a
+    byte-bounded LRU, and answers each question by extending a copy (or a batch-expanded view) of that
+    state with its suffix. Results equal the unshared `generate` / `score_choices` (predictions exactly,
+    log-probabilities to float tolerance). A model or prompt for which this does not hold returns None
+    from `split_prompt`, and the runner takes the unshared path and records why.
+
+    The state object is the model's own; the runner only reads `state.nbytes` (bytes held, for the LRU)
+    and `state.tokens` (prefix tokens prefilled, for the prefill-work count) and never mutates it: the
+    `*_from` calls must leave it reusable."""
+
+    def split_prompt(self, prompt: str) -> tuple[str, str] | None:
+        """(prefix, suffix) with prefix + suffix == prompt, or None where the image is not a shared prefix."""
+        ...
+
+    def prefill(self, prefixes: list[str], visual: Sequence[Any]) -> list[Any]:
+        """One prefix state per prefix; `visual[i]` as in `generate` (the image(s) of prefix i)."""
+        ...
+
+    def score_choices_from(self, states: Sequence[Any], suffixes: list[str], choices: list[str]) -> torch.Tensor:
+        """`score_choices` of prompts `prefix_i + suffixes[i]`, `states[i]` being prefix i's state: (B, C)."""
+        ...
+
+    def generate_from(
+        self,
+        states: Sequence[Any],
+        suffixes: list[str],
+        max_new_tokens: int = 32,
+        stop: tuple[str, ...] = (),
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """`generate` of prompts `prefix_i + suffixes[i]`, continuing from `states[i]`."""
+        ...
+
+
 def protocol_mismatches(model: Any, protocol: type = EvalModel) -> list[str]:
     """The members of `protocol` that `model` lacks or whose parameters differ from the protocol's.
 
@@ -158,4 +202,11 @@ def _signature_problems(declared: Any, actual: Any) -> list[str]:
     return problems
 
 
-__all__ = ["IMAGE_MARKER", "REFERENCE_IMAGE", "EvalModel", "VisualTokenCompression", "protocol_mismatches"]
+__all__ = [
+    "IMAGE_MARKER",
+    "REFERENCE_IMAGE",
+    "EvalModel",
+    "PrefixSharing",
+    "VisualTokenCompression",
+    "protocol_mismatches",
+]

@@ -16,7 +16,7 @@ Images go through three steps, kept apart so the runner can cache the expensive 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +37,16 @@ from vlmbench.modeling.compression.stats import CallStats, clock
 from vlmbench.modeling.config import VLMConfig
 from vlmbench.modeling.inputs import IGNORE_INDEX, SampleVisual, build_sequences, images_of, visual_context
 from vlmbench.modeling.interface import IMAGE_MARKER, REFERENCE_IMAGE
+from vlmbench.modeling.prefix import (
+    PrefixState,
+    SuffixBatch,
+    choice_logprobs,
+    decline_reason,
+    logits_kwargs,
+    plain_dynamic_cache,
+    prefill_states,
+    split_at_last_image,
+)
 from vlmbench.modeling.projectors import build_projector
 from vlmbench.modeling.resolution import ResolutionPlan, build_resolution, to_pixel_tensor, to_pixel_tensors
 from vlmbench.modeling.tokenizer import IMAGE_TOKEN, format_prompt, load_tokenizer
@@ -73,9 +83,13 @@ class GatedCrossAttention(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.mlp_gate = nn.Parameter(torch.zeros(1))
 
-    def forward(self, hidden: torch.Tensor, visual: torch.Tensor, visual_mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        self, hidden: torch.Tensor, visual: torch.Tensor, visual_mask: torch.Tensor | None
+    ) -> torch.Tensor:
         # hidden (B, L, D) text states; visual (B, M, D); visual_mask (B, M) True where padding
-        attended = self.attn(self.norm(hidden), visual, visual, key_padding_mask=visual_mask, need_weights=False)[0]
+        attended = self.attn(
+            self.norm(hidden), visual, visual, key_padding_mask=visual_mask, need_weights=False
+        )[0]
         hidden = hidden + torch.tanh(self.attn_gate) * attended
         return hidden + torch.tanh(self.mlp_gate) * self.mlp(self.mlp_norm(hidden))
 
@@ -83,7 +97,9 @@ class GatedCrossAttention(nn.Module):
 class VLM(nn.Module):
     """Vision encoder × projector × resolution strategy × causal LM."""
 
-    def __init__(self, config: VLMConfig, tokenizer: Any, llm: nn.Module | None = None, load_pretrained: bool = True):
+    def __init__(
+        self, config: VLMConfig, tokenizer: Any, llm: nn.Module | None = None, load_pretrained: bool = True
+    ):
         super().__init__()
         self.config = config
         self.tokenizer = tokenizer
@@ -104,10 +120,14 @@ class VLM(nn.Module):
             for index in range(0, len(layers), config.cross_attention_every):
                 block = GatedCrossAttention(d_llm, heads)
                 self.cross_attention.append(block)
-                self._hooks.append(layers[index].register_forward_pre_hook(self._xattn_hook(block), with_kwargs=True))
+                self._hooks.append(
+                    layers[index].register_forward_pre_hook(self._xattn_hook(block), with_kwargs=True)
+                )
         self._visual_context: tuple[torch.Tensor, torch.Tensor] | None = None
         self.compression: OwnCompression | None = None  # --visual-tokens (set_visual_tokens)
         self.last_call: CallStats | None = None  # LLM visual tokens and prefill time of the last call
+        # whether the LLM's KV cache allows prefix sharing (prefix_decline_reason), found on first use
+        self._plain_cache: bool | None = None
 
     def set_visual_tokens(self, spec: CompressionSpec, seed: int = 0) -> None:
         """Apply `--visual-tokens` to every later call; UserError when this model cannot take `spec`."""
@@ -123,7 +143,8 @@ class VLM(nn.Module):
         if self.compression is not None:
             image = downsample(image, self.compression.spec)
         tiles, plan = self.resolution.prepare(image)
-        mean, std = self.vision.config.image_mean, self.vision.config.image_std  # a pretrained encoder brings its own
+        # a pretrained encoder brings its own
+        mean, std = self.vision.config.image_mean, self.vision.config.image_std
         if self.config.resolution.name == "native":
             return PreparedImage(to_pixel_tensors(tiles, mean, std), plan)
         return PreparedImage(to_pixel_tensor(tiles, mean, std), plan)
@@ -248,7 +269,9 @@ class VLM(nn.Module):
             self._visual_context = None
 
     # ---- training / scoring ------------------------------------------------------------------
-    def forward(self, images: Sequence[SampleImages], prompts: list[str], targets: list[str] | None = None) -> Any:
+    def forward(
+        self, images: Sequence[SampleImages], prompts: list[str], targets: list[str] | None = None
+    ) -> Any:
         """Logits (and the LM loss on `targets` when given) for a batch of image(s) + prompt pairs."""
         visual = self.encode_samples(images)
         inputs = self.build_inputs(prompts, visual, targets)
@@ -324,56 +347,200 @@ class VLM(nn.Module):
             visual = self.encode_samples(images or [])
         start = clock(self.device)
         inputs, counts = self._llm_inputs(prompts, visual)
-        prefill_s: float | None = None
         embeds, mask, positions = inputs["inputs_embeds"], inputs["attention_mask"], inputs["position_ids"]
-        generator = None
-        if do_sample:
-            generator = torch.Generator(device=embeds.device)
-            generator.manual_seed(0 if seed is None else seed)
-        batch = embeds.shape[0]
-        eos = self.tokenizer.eos_token_id
-        produced: list[list[int]] = [[] for _ in range(batch)]
-        done = torch.zeros(batch, dtype=torch.bool, device=embeds.device)
-        embed_tokens = self.llm.get_input_embeddings()
         cache_arg = _cache_argument(self.llm)
         with self.cross_attending(visual):
-            past = None
-            step_embeds, step_positions = embeds, positions
-            for _ in range(max_new_tokens):
+            out = self.llm(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=use_cache
+            )
+            self.last_call = CallStats(tuple(counts), clock(self.device) - start)
+            past = getattr(out, cache_arg) if use_cache else None
+
+            def step(new_embed: torch.Tensor, new_position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                nonlocal past, embeds, positions
                 if use_cache:
                     out = self.llm(
-                        inputs_embeds=step_embeds,
+                        inputs_embeds=new_embed,
                         attention_mask=mask,
-                        position_ids=step_positions,
+                        position_ids=new_position,
                         use_cache=True,
                         **{cache_arg: past},
                     )
                     past = getattr(out, cache_arg)
-                else:
-                    out = self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False)
-                if prefill_s is None:
-                    prefill_s = clock(self.device) - start
-                    self.last_call = CallStats(tuple(counts), prefill_s)
-                next_token = _pick(out.logits[:, -1].float(), do_sample, temperature, top_p, generator)
-                next_token = torch.where(done, torch.full_like(next_token, eos), next_token)
-                for i in range(batch):
-                    if not done[i]:
-                        produced[i].append(int(next_token[i]))
-                done |= next_token == eos
-                if stop:
-                    for i in range(batch):
-                        if not done[i] and any(s in self.tokenizer.decode(produced[i]) for s in stop):
-                            done[i] = True
-                if bool(done.all()):
-                    break
-                new_embed = embed_tokens(next_token).unsqueeze(1)  # (B, 1, D)
-                new_position = positions[:, -1:] + 1
-                mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
-                positions = torch.cat([positions, new_position], dim=1)
-                step_embeds, step_positions = new_embed, new_position
-                if not use_cache:
+                else:  # full recompute over the whole sequence so far
                     embeds = torch.cat([embeds, new_embed], dim=1)
-        return [_truncate(self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True), stop) for ids in produced]
+                    positions = torch.cat([positions, new_position], dim=1)
+                    out = self.llm(
+                        inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=False
+                    )
+                return out.logits[:, -1]
+
+            return self._decode(
+                out.logits[:, -1],
+                mask,
+                positions[:, -1:],
+                step,
+                max_new_tokens,
+                stop,
+                do_sample,
+                temperature,
+                top_p,
+                seed,
+            )
+
+    def _decode(
+        self,
+        logits: torch.Tensor,
+        mask: torch.Tensor,
+        last_position: torch.Tensor,
+        step: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+        max_new_tokens: int,
+        stop: tuple[str, ...],
+        do_sample: bool,
+        temperature: float,
+        top_p: float,
+        seed: int | None,
+    ) -> list[str]:
+        """The token loop shared by `generate` and `generate_from`.
+
+        logits (B, V): the first answer token's distribution; mask (B, L) the attention mask so far;
+        last_position (B, 1) each row's last position id; `step(embed (B, 1, D), position (B, 1),
+        mask (B, L + 1))` feeds one token per row and returns the next distribution."""
+        generator = None
+        if do_sample:
+            generator = torch.Generator(device=logits.device)
+            generator.manual_seed(0 if seed is None else seed)
+        batch = logits.shape[0]
+        eos = self.tokenizer.eos_token_id
+        produced: list[list[int]] = [[] for _ in range(batch)]
+        done = torch.zeros(batch, dtype=torch.bool, device=logits.device)
+        embed_tokens = self.llm.get_input_embeddings()
+        for index in range(max_new_tokens):
+            next_token = _pick(logits.float(), do_sample, temperature, top_p, generator)
+            next_token = torch.where(done, torch.full_like(next_token, eos), next_token)
+            for i in range(batch):
+                if not done[i]:
+                    produced[i].append(int(next_token[i]))
+            done |= next_token == eos
+            if stop:
+                for i in range(batch):
+                    if not done[i] and any(s in self.tokenizer.decode(produced[i]) for s in stop):
+                        done[i] = True
+            if bool(done.all()) or index == max_new_tokens - 1:
+                break
+            last_position = last_position + 1
+            mask = torch.cat([mask, mask.new_ones(batch, 1)], dim=1)
+            logits = step(embed_tokens(next_token).unsqueeze(1), last_position, mask)
+        return [
+            _truncate(self.tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True), stop)
+            for ids in produced
+        ]
+
+    # ---- prefix sharing (PrefixSharing, interface.py; the KV logic is in modeling/prefix.py) ----
+    def split_prompt(self, prompt: str) -> tuple[str, str] | None:
+        """(prefix through the last image placeholder, suffix), or None when this prompt or model
+        cannot share its prefix (FastV inside the LLM, a non-plain KV cache, no clean token boundary)."""
+        if self.prefix_decline_reason() is not None:
+            return None
+        return split_at_last_image(self.tokenizer, prompt)
+
+    def prefix_decline_reason(self) -> str | None:
+        """Why no prompt of this model can share its prefix now (None: prompts can)."""
+        if self._plain_cache is None:
+            self._plain_cache = plain_dynamic_cache(self.llm)
+        if not self._plain_cache:
+            return f"{type(self.llm).__name__} uses a cache other than a full-attention DynamicCache (sliding window?)"
+        return decline_reason(self)
+
+    @torch.no_grad()
+    def prefill(self, prefixes: list[str], visual: Sequence[SampleVisual]) -> list[PrefixState]:
+        """One `PrefixState` per prefix (`visual[i]`: prefix i's image(s)); `last_call` times it."""
+        start = clock(self.device)
+        states = prefill_states(self, prefixes, visual, _cache_argument(self.llm))
+        self.last_call = CallStats(tuple(s.llm_visual_tokens for s in states), clock(self.device) - start)
+        return states
+
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """LLM text tokens of each text (a placeholder counts as one token): the runner's work count."""
+        return [len(self.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+    @torch.no_grad()
+    def score_choices_from(
+        self, states: Sequence[PrefixState], suffixes: list[str], choices: list[str]
+    ) -> torch.Tensor:
+        """`score_choices` of prompts prefix_i + suffixes[i], continuing from `states[i]`: (B, C)."""
+        choice_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        suffix_ids = [self.tokenizer(s, add_special_tokens=False)["input_ids"] for s in suffixes]
+        start = clock(self.device)
+        cache_arg = _cache_argument(self.llm)
+        if all(len(ids) == 1 for ids in choice_ids):
+            batch = SuffixBatch.build(self, states, suffix_ids)
+            with self.cross_attending(batch.visual or []):
+                logits = self.llm(
+                    **batch.llm_kwargs(cache_arg), use_cache=True, **logits_kwargs(self.llm, 1)
+                ).logits
+            self.last_call = CallStats(tuple(s.llm_visual_tokens for s in states), clock(self.device) - start)
+            logprobs = F.log_softmax(logits[:, -1].float(), dim=-1)
+            return logprobs[:, [ids[0] for ids in choice_ids]]
+        rows = [ids + c for ids in suffix_ids for c in choice_ids]
+        expanded = [s for s in states for _ in choices]
+        batch = SuffixBatch.build(self, expanded, rows)
+        keep = max(len(c) for c in choice_ids) + 1
+        with self.cross_attending(batch.visual or []):
+            logits = self.llm(
+                **batch.llm_kwargs(cache_arg), use_cache=True, **logits_kwargs(self.llm, keep)
+            ).logits
+        self.last_call = CallStats(tuple(s.llm_visual_tokens for s in states), clock(self.device) - start)
+        total = choice_logprobs(logits[:, -keep:], [c for _ in suffix_ids for c in choice_ids])
+        return total.view(len(suffixes), len(choices))
+
+    @torch.no_grad()
+    def generate_from(
+        self,
+        states: Sequence[PrefixState],
+        suffixes: list[str],
+        max_new_tokens: int = 32,
+        stop: tuple[str, ...] = (),
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+    ) -> list[str]:
+        """`generate` of prompts prefix_i + suffixes[i], continuing from `states[i]` (KV cache on)."""
+        suffix_ids = [self.tokenizer(s, add_special_tokens=False)["input_ids"] for s in suffixes]
+        start = clock(self.device)
+        cache_arg = _cache_argument(self.llm)
+        batch = SuffixBatch.build(self, states, suffix_ids)
+        with self.cross_attending(batch.visual or []):
+            out = self.llm(**batch.llm_kwargs(cache_arg), use_cache=True, **logits_kwargs(self.llm, 1))
+            self.last_call = CallStats(tuple(s.llm_visual_tokens for s in states), clock(self.device) - start)
+            past = getattr(out, cache_arg)
+
+            def step(new_embed: torch.Tensor, new_position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+                nonlocal past
+                out = self.llm(
+                    inputs_embeds=new_embed,
+                    attention_mask=mask,
+                    position_ids=new_position,
+                    use_cache=True,
+                    **{cache_arg: past},
+                    **logits_kwargs(self.llm, 1),
+                )
+                past = getattr(out, cache_arg)
+                return out.logits[:, -1]
+
+            return self._decode(
+                out.logits[:, -1],
+                batch.attention_mask,
+                batch.position_ids[:, -1:],
+                step,
+                max_new_tokens,
+                stop,
+                do_sample,
+                temperature,
+                top_p,
+                seed,
+            )
 
     # ---- summary -----------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
@@ -393,7 +560,9 @@ class VLM(nn.Module):
 
         return strategy_summary(self)
 
-    def visual_tokens_reference(self, width: int = REFERENCE_IMAGE[0], height: int = REFERENCE_IMAGE[1]) -> int:
+    def visual_tokens_reference(
+        self, width: int = REFERENCE_IMAGE[0], height: int = REFERENCE_IMAGE[1]
+    ) -> int:
         if self.compression is not None:
             width, height = spec_size(width, height, self.compression.spec)
         return self.visual_tokens_for(self.resolution.plan(width, height))
@@ -429,7 +598,9 @@ class VLM(nn.Module):
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None) -> VLM:
+    def load(
+        cls, directory: str | Path, device: str | torch.device = "cpu", dtype: torch.dtype | None = None
+    ) -> VLM:
         """Load a directory written by `save` (weights via safetensors only)."""
         from safetensors.torch import load_model
         from transformers import AutoConfig, AutoModelForCausalLM
@@ -451,7 +622,11 @@ class VLM(nn.Module):
 # ---- helpers ---------------------------------------------------------------------------------
 def check_checkpoint_dir(directory: Path) -> None:
     """`UserError` unless ``directory`` holds every file `VLM.save` writes (nothing is read)."""
-    missing = [name for name in (CONFIG_FILE, WEIGHTS_FILE, LLM_CONFIG_DIR, TOKENIZER_DIR) if not (directory / name).exists()]
+    missing = [
+        name
+        for name in (CONFIG_FILE, WEIGHTS_FILE, LLM_CONFIG_DIR, TOKENIZER_DIR)
+        if not (directory / name).exists()
+    ]
     if missing:
         raise UserError(
             f"{directory} is not a vlmbench checkpoint (missing {', '.join(missing)}); "
@@ -467,7 +642,9 @@ def build_llm(config: VLMConfig, tokenizer: Any, load_pretrained: bool = True) -
     if cfg.pretrained and load_pretrained:
         path = Path(cfg.pretrained)
         if not path.exists():
-            raise UserError(f"llm.pretrained {path} does not exist: point it at a local transformers model directory")
+            raise UserError(
+                f"llm.pretrained {path} does not exist: point it at a local transformers model directory"
+            )
         llm = AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
         if len(tokenizer) > llm.get_input_embeddings().weight.shape[0]:
             llm.resize_token_embeddings(len(tokenizer))

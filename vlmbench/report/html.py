@@ -20,6 +20,7 @@ from typing import Any
 from vlmbench import __version__
 from vlmbench.errors import UserError
 from vlmbench.metrics.stats import DEFAULT_RESAMPLES
+from vlmbench.mitigation.summary import mitigation_rows
 from vlmbench.report import svg
 from vlmbench.report.gains import ForestRow, controls_of, forest, gain_of, warning_messages
 from vlmbench.report.metricspec import (
@@ -514,6 +515,7 @@ def build_context(
         "by_resolution": _groups(views, "resolution"),
         "plots": _plots(views, tasks, runs) + _gain_plots(views, tasks, runs),
         "gain_rows": _gain_rows(runs, tasks),
+        "mitigation_rows": mitigation_rows([run.tasks for run in runs], tasks),
         "warnings": _warnings(runs, views),
         "significance": significance,
         "significance_scope": scope,

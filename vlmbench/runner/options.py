@@ -62,12 +62,15 @@ class RunOptions:
     dtype: str | None = None
     answer_mode: str | None = None  # force "generate" (or "choices") for every task
     feature_cache: bool = True
+    prefix_sharing: bool = True  # --prefix-sharing on|off (runner/engine.py; docs/prefix-sharing.md)
+    prefix_cache_mb: int = 1024  # bytes of prefix KV states the LRU may hold, in MiB
     dist_timeout_s: float = 1800.0
     synthetic_n: int | None = None
     attn_implementation: str | None = None  # hf: models only (sdpa | eager | flash_attention_2)
     controls: tuple[str, ...] = ()  # visual-dependence controls (runner/controls.py), canonical order
     visual_tokens: str | None = None  # --visual-tokens SPEC (modeling/compression/spec.py)
     concurrency: int = 8  # openai: models: requests in flight (changes no prediction, so not a resume setting)
+    mitigation: str | None = None  # --mitigation SPEC (vlmbench/mitigation/spec.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -95,6 +98,7 @@ class RunOptions:
         _check_choice(self.attn_implementation, "--attn-implementation", ATTN_IMPLEMENTATIONS)
         parse_spec(self.visual_tokens)
         _check_controls(self.controls, self.tasks)
+        _check_mitigation(self.mitigation, self.tasks)
         self.task_data_dirs()
 
     def task_data_dirs(self) -> dict[str, Path]:
@@ -200,6 +204,15 @@ def _check_controls(controls: tuple[str, ...], tasks: list[str]) -> None:
     clash = [t for t in tasks if PASS_SEPARATOR in t]
     if controls and clash:
         raise UserError(f"--controls: task name {clash[0]} contains '{PASS_SEPARATOR}', which names control passes; rename the task")
+
+
+def _check_mitigation(text: str | None, tasks: list[str]) -> None:
+    from vlmbench.mitigation.spec import parse_mitigation
+    from vlmbench.runner.controls import PASS_SEPARATOR
+
+    clash = [t for t in tasks if PASS_SEPARATOR in t]
+    if parse_mitigation(text) is not None and clash:
+        raise UserError(f"--mitigation: task name {clash[0]} contains '{PASS_SEPARATOR}', which names the mitigated pass; rename the task")
 
 
 def _check_choice(value: str | None, flag: str, choices: tuple[str, ...]) -> None:

@@ -4,6 +4,11 @@ Batches are formed over the WHOLE task before sharding — samples sorted by sha
 inputs, prompt length) so little padding is wasted, then cut into fixed batches — and whole
 batches are dealt to ranks round-robin. A batch therefore has the same members whatever the
 number of processes, and so gives bit-identical outputs: results do not depend on the shard count.
+
+With prefix sharing (`make_image_batches`) the unit is an image group — every sample of the task
+with the same image(s), e.g. POPE's 18 questions about one photo across its three splits — so one
+prefill of the image prefix serves the whole group: groups are sorted by shape and packed whole
+into batches where they fit; a group larger than a batch fills consecutive batches.
 """
 
 from __future__ import annotations
@@ -56,6 +61,41 @@ def make_batches(
     for start in range(0, len(order), batch_size):
         ids = tuple(samples[i].question_id for i in order[start : start + batch_size])
         batches.append(Batch(index=len(batches), question_ids=ids))
+    return batches
+
+
+def make_image_batches(
+    samples: Sequence[Any],
+    batch_size: int,
+    shape_key: Callable[[Any], tuple[int, ...]],
+) -> list[Batch]:
+    """Batches of whole image groups (samples with the same `image_keys`), deterministically.
+
+    Groups are ordered by (shape of their first sample, first appearance); a group that does not fit
+    in the current batch's remaining room starts a new batch, unless it is larger than a batch: then
+    it fills the current batch and the next ones (the prefix LRU serves its later batches)."""
+    groups: dict[tuple[str, ...], list[int]] = {}
+    for position, sample in enumerate(samples):
+        groups.setdefault(tuple(sample.image_keys), []).append(position)
+    ordered = sorted(groups.values(), key=lambda members: (*shape_key(samples[members[0]]), members[0]))
+    batches: list[Batch] = []
+    current: list[int] = []
+
+    def close() -> None:
+        if current:
+            batches.append(
+                Batch(index=len(batches), question_ids=tuple(samples[i].question_id for i in current))
+            )
+            current.clear()
+
+    for members in ordered:
+        if len(current) + len(members) > batch_size and len(members) <= batch_size:
+            close()
+        for position in members:
+            current.append(position)
+            if len(current) == batch_size:
+                close()
+    close()
     return batches
 
 

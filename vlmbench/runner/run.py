@@ -31,6 +31,8 @@ import torch
 from vlmbench import __version__
 from vlmbench.distributed import DistContext, init_distributed, shutdown
 from vlmbench.errors import UserError
+from vlmbench.mitigation.passes import MitigatedAnswerer, cell_text, finish_mitigation, mitigation_pass
+from vlmbench.mitigation.spec import check_tasks, parse_mitigation
 from vlmbench.modeling.compression.apply import apply_visual_tokens, compression_record, parse_spec
 from vlmbench.modeling.interface import EvalModel
 from vlmbench.report.paired import visual_gain
@@ -38,11 +40,12 @@ from vlmbench.resources import checkout_root
 from vlmbench.runner import state
 from vlmbench.runner.controls import control_samples, pass_name
 from vlmbench.runner.diagnostics import degenerate_warnings
-from vlmbench.runner.engine import AnswerSettings, FeatureCache, run_batches
+from vlmbench.runner.engine import AnswerSettings, FeatureCache, Sharing, run_batches
 from vlmbench.runner.lock import RunLock
 from vlmbench.runner.logs import PredictionLog, log_path, read_logs
 from vlmbench.runner.options import RunOptions, parse_batch_size, torch_dtype
-from vlmbench.runner.plan import batches_for_rank, image_size_of, make_batches
+from vlmbench.runner.plan import batches_for_rank, image_size_of, make_batches, make_image_batches
+from vlmbench.runner.prefix_cache import PrefixCache, sharing_record
 from vlmbench.runner.results import (
     headline_record,
     score_records,
@@ -51,6 +54,7 @@ from vlmbench.runner.results import (
     write_samples,
     write_thumbnails,
 )
+from vlmbench.runner.timing import FirstAnswerClock
 
 log = logging.getLogger("vlmbench.run")
 
@@ -79,9 +83,13 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
     from vlmbench.modeling.resolve import check_model_spec, load_model
     from vlmbench.tasks.registry import load_task
 
+    clock = FirstAnswerClock(announce=ctx.is_main)  # time to the first answered sample (runner/timing.py)
+
     adapters = {name: load_task(name) for name in opts.tasks}
     for adapter in adapters.values():
         headline_record(adapter)  # an unknown scorer or primary_metric fails before any inference
+    mitigation = parse_mitigation(opts.mitigation)
+    check_tasks(mitigation, adapters)  # a mitigation a task cannot take fails before any inference
     check_model_spec(opts.model, opts.checkpoint)  # an unknown model fails before any data is generated
     data_dirs = opts.task_data_dirs()
     dtype = torch_dtype(opts.dtype)
@@ -143,10 +151,10 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
     for name, adapter in adapters.items():
         samples, info = loaded_data[name]
         settings = _settings(adapter.config, opts.answer_mode)
-        batch_size = fixed_batch or _probe(ctx, model, samples, settings, run_dir, name)
+        batch_size = fixed_batch or _probe(ctx, model, samples, settings, run_dir, name, _sharing(opts))
         for control in (None, *opts.controls):
             passed = samples if control is None else control_sets[name][control]
-            gathered, wall = _evaluate_pass(ctx, model, opts, run_dir, pass_name(name, control), passed, settings, batch_size)
+            gathered, wall = _evaluate_pass(ctx, model, opts, run_dir, pass_name(name, control), passed, settings, batch_size, clock=clock)
             if ctx.is_main:
                 if control is None:
                     task_results[name], real_rows = _finish_task(run_dir, adapter, samples, info, opts, gathered, wall)
@@ -162,9 +170,21 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
                     cache_stats["misses"] += part["misses"]
                 totals["wall_s"] += wall
             ctx.barrier()
+        if mitigation is not None:  # the mitigated pass, paired with the plain one (vlmbench/mitigation/)
+            answerer = MitigatedAnswerer(mitigation, opts.seed, adapter.scorer, read_logs(run_dir, name))
+            gathered, wall = _evaluate_pass(ctx, model, opts, run_dir, mitigation_pass(name), samples, settings, batch_size, answerer, clock=clock)
+            if ctx.is_main:
+                task_results[name]["mitigation"] = finish_mitigation(
+                    run_dir, adapter, samples, task_results[name], real_rows, mitigation, settings, opts.seed, gathered, wall
+                )
+                totals["samples"] += sum(part["samples"] for part in gathered)
+                totals["visual_tokens"] += sum(part["visual_tokens"] for part in gathered)
+                totals["wall_s"] += wall
+            ctx.barrier()
 
     if ctx.is_main:
         results = _results_document(opts, ctx, loaded, run_dir, task_results, totals, cache_stats, adapters)
+        results["timing"] = clock.record()
         write_results(run_dir, results)
         manifest_now = state.read_manifest(run_dir) or {}
         state.write_manifest(run_dir, {**manifest_now, "status": "finished", "finished": _now()})
@@ -176,11 +196,15 @@ def _run(opts: RunOptions, ctx: DistContext, held: contextlib.ExitStack) -> Path
 # ---- pieces -----------------------------------------------------------------------------------
 def _evaluate_pass(
     ctx: DistContext, model: EvalModel, opts: RunOptions, run_dir: Path, name: str, samples: list[Any],
-    settings: AnswerSettings, batch_size: int,
+    settings: AnswerSettings, batch_size: int, answer: Any = None, clock: FirstAnswerClock | None = None,
 ) -> tuple[list[dict[str, Any]], float]:
     """Answer one pass (a task, or a task under a control) into its per-rank log: every rank forms the
     same batches and answers its own; returns every rank's counts and the wall time."""
-    batches = make_batches(samples, batch_size, _shape_key(model))
+    sharing = _sharing(opts)
+    if sharing.model_reason(model) is None:  # whole image groups per batch: one prefix prefill serves each group
+        batches = make_image_batches(samples, batch_size, _shape_key(model, with_prompt=False))
+    else:
+        batches = make_batches(samples, batch_size, _shape_key(model))
     mine = batches_for_rank(batches, ctx.rank, ctx.world_size)
     done = set(read_logs(run_dir, name)) if opts.resume else set()
     by_id = {s.question_id: s for s in samples}
@@ -190,7 +214,9 @@ def _evaluate_pass(
     failure: Exception | None = None
     try:
         with PredictionLog(log_path(run_dir, name, ctx.rank)) as out:
-            stats = run_batches(model, by_id, mine, done, settings, out, cache, on_progress=progress.update)
+            # `answer`: another pass's batch answerer (the mitigated pass); else the engine's, looked up now
+            extra = {"sharing": sharing} if answer is None else {}
+            stats = (answer or run_batches)(model, by_id, mine, done, settings, out, cache, on_progress=clock.wrap(progress.update) if clock else progress.update, **extra)
     except Exception as exc:  # noqa: BLE001 - reported to every rank below, then re-raised
         failure = exc
         stats = None
@@ -200,8 +226,13 @@ def _evaluate_pass(
         if failure is not None:
             raise failure
         raise UserError(f"another rank failed while evaluating {name}; the run is resumable with --resume")
-    gathered = _gather(ctx, asdict(stats) | {"hits": cache.hits, "misses": cache.misses})
+    gathered = _gather(ctx, asdict(stats) | {"hits": cache.hits, "misses": cache.misses, "prefix_sharing": sharing.record()})
     return gathered, time.perf_counter() - start
+
+
+def _sharing(opts: RunOptions) -> Sharing:
+    """A pass's prefix sharing (`--prefix-sharing`): on or off, with an empty LRU."""
+    return Sharing(enabled=opts.prefix_sharing, cache=PrefixCache(opts.prefix_cache_mb << 20))
 
 
 def _settings(config: Any, forced: str | None) -> AnswerSettings:
@@ -211,8 +242,9 @@ def _settings(config: Any, forced: str | None) -> AnswerSettings:
     return AnswerSettings(mode=mode, choices=tuple(config.choices), max_new_tokens=config.max_new_tokens, stop=tuple(config.stop))
 
 
-def _shape_key(model: EvalModel):
-    """Group samples by image count, visual tokens of the (first) image and prompt length."""
+def _shape_key(model: EvalModel, with_prompt: bool = True):
+    """Group samples by image count, visual tokens of the (first) image and prompt length (not with
+    prefix sharing, whose batches keep an image's questions together whatever their length)."""
 
     def key(sample: Any) -> tuple[int, ...]:
         tokens = 0
@@ -222,7 +254,7 @@ def _shape_key(model: EvalModel):
                 tokens = model.visual_tokens_reference(*size)
             except Exception:  # noqa: BLE001 - reported when the sample is run
                 tokens = 0
-        return (len(sample.image_keys), tokens, len(sample.prompt) // 16)
+        return (len(sample.image_keys), tokens, len(sample.prompt) // 16 if with_prompt else 0)
 
     return key
 
@@ -236,7 +268,8 @@ def _batch_size(value: str, ctx: DistContext) -> int | None:
 
 
 def _probe(
-    ctx: DistContext, model: EvalModel, samples: list[Any], settings: AnswerSettings, run_dir: Path, task: str
+    ctx: DistContext, model: EvalModel, samples: list[Any], settings: AnswerSettings, run_dir: Path, task: str,
+    sharing: Sharing | None = None,
 ) -> int:
     """`--batch-size auto` on CUDA: rank 0 probes, every rank uses its answer (batches must agree).
 
@@ -249,7 +282,7 @@ def _probe(
     if ctx.is_main:
         manifest = state.read_manifest(run_dir) or {}
         recorded = (manifest.get("auto_batch_size") or {}).get(task)
-        size = recorded if type(recorded) is int and recorded >= 1 else probe_batch_size(model, samples, settings)
+        size = recorded if type(recorded) is int and recorded >= 1 else probe_batch_size(model, samples, settings, sharing=sharing)
         if size != recorded:
             chosen = {**(manifest.get("auto_batch_size") or {}), task: size}
             state.write_manifest(run_dir, {**manifest, "auto_batch_size": chosen})
@@ -279,6 +312,9 @@ def _prediction_settings(
         # recorded only when given, so that runs started before controls existed still resume
         **({"controls": list(opts.controls)} if opts.controls else {}),
         **({"visual_tokens": parse_spec(opts.visual_tokens).text} if parse_spec(opts.visual_tokens) else {}),
+        # recorded only when on: a run started before prefix sharing existed ran unshared, i.e. "off"
+        **({"prefix_sharing": "on"} if opts.prefix_sharing else {}),
+        **({"mitigation": parse_mitigation(opts.mitigation).text} if parse_mitigation(opts.mitigation) else {}),
     }
 
 
@@ -317,6 +353,8 @@ def _claim_run_dir(opts: RunOptions, recorded: dict[str, Any], held: contextlib.
         for task in opts.tasks:
             for control in (None, *opts.controls):  # a log line vlmbench did not write is refused here, not after inference
                 read_logs(run_dir, pass_name(task, control))
+            if opts.mitigation:
+                read_logs(run_dir, mitigation_pass(task))
         return run_dir
     except UserError as exc:
         return exc
@@ -430,6 +468,7 @@ def _finish_task(
         **scorer_record(adapter, scored["metrics"]),
         "visual_tokens_per_image": _spread(tokens),
         "compression": compression_record(parse_spec(opts.visual_tokens).text, rows),
+        "prefix_sharing": sharing_record([part["prefix_sharing"] for part in gathered], opts.prefix_sharing),
         "throughput": {"samples_computed": computed, "wall_s": round(wall, 3), "samples_per_s": round(computed / wall, 3) if wall else None},
     }, rows
 
@@ -565,6 +604,8 @@ def _print_table(results: dict[str, Any]) -> None:
     print(f"\nrun {results['run_name']}  model {results['model']['name']}"
           + ("" if results["model"]["trained"] else "  [RANDOM WEIGHTS]"))
     gain_heads = "".join(f" {'gain ' + c + ' [95% CI]':>32}" for c in controls)
+    mitigated = any(r.get("mitigation") for r in results["tasks"].values())
+    gain_heads += f" {'mitigated, diff [95% CI]':>34}" if mitigated else ""
     print(f"{'task':<10} {'metric':<20} {'value':>7} {'95% CI':>17} {'n':>6} {'errors':>6}{gain_heads}  data")
     notes: list[str] = []
     for task, r in results["tasks"].items():
@@ -574,6 +615,7 @@ def _print_table(results: dict[str, Any]) -> None:
         ci_text = f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "-"
         data = "SYNTHETIC" if r["data"]["synthetic"] else r["data"]["source"]
         gains = "".join(f" {_gain_text(r, c, metric):>32}" for c in controls)
+        gains += f" {cell_text(r, metric):>34}" if mitigated else ""
         print(f"{task:<10} {metric:<20} {value:>7.3f} {ci_text:>17} {r['n']:>6} {r['errors']:>6}{gains}  {data}")
         notes += [f"WARNING {task}: {w['message']}" for w in r.get("warnings") or []]
     for note in notes:

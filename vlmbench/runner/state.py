@@ -86,6 +86,8 @@ _LABELS = {
         "batch_size": "--batch-size",
         "controls": "--controls",
         "visual_tokens": "--visual-tokens",
+        "prefix_sharing": "--prefix-sharing",
+        "mitigation": "--mitigation",
     },
     "model_identity": {
         "model": "model",

@@ -216,20 +216,14 @@ class TaskAdapter:
 
     # --- loading ---------------------------------------------------------------------------------
 
-    def load(
+    def read_samples(
         self,
-        data_dir: Path | None = None,
-        limit: int | None = None,
-        cache_dir: Path | None = None,
-        synthetic_n: int | None = None,
+        data_dir: Path | None,
+        limit: int | None,
+        cache_dir: Path | None,
+        synthetic_n: int | None,
     ) -> tuple[list[Sample], DataInfo]:
-        """Read the task's samples.
-
-        With ``data_dir``: that directory (any layout `datasets` reads). Without: the real release in
-        the local Hugging Face cache, else the bundled synthetic set under ``cache_dir`` (default
-        `default_cache_dir`), generated on first use with ``synthetic_n`` samples (default
-        ``config.synthetic_n``). ``limit`` keeps the first N samples in file order.
-        """
+        """`load` without the clean-up: opens the source, builds the samples and their `DataInfo`."""
         from vlmbench.data import loaders
 
         if limit is not None and limit < 1:
@@ -290,6 +284,28 @@ class TaskAdapter:
                 **({"generator": table.meta} if table.meta else {}),
             },
         )
+        return samples, info
+
+    def load(
+        self,
+        data_dir: Path | None = None,
+        limit: int | None = None,
+        cache_dir: Path | None = None,
+        synthetic_n: int | None = None,
+    ) -> tuple[list[Sample], DataInfo]:
+        """Read the task's samples.
+
+        With ``data_dir``: that directory (any layout `datasets` reads). Without: the real release in
+        the local Hugging Face cache, else the bundled synthetic set under ``cache_dir`` (default
+        `default_cache_dir`), generated on first use with ``synthetic_n`` samples (default
+        ``config.synthetic_n``). ``limit`` keeps the first N samples in file order.
+        """
+        from vlmbench.data import loaders
+
+        samples, info = self.read_samples(data_dir, limit, cache_dir, synthetic_n)
+        # The table is gone with `read_samples`' frame; the samples hold what they need. Arrow keeps
+        # the freed read buffers pooled unless told to hand them back.
+        loaders.release_arrow_memory()
         logger.info(
             "%s: %d samples from %s%s",
             self.config.name,
@@ -312,16 +328,22 @@ class TaskAdapter:
         image id) and the ``extra_images`` of the kept samples; images are read undecoded."""
         from vlmbench.data.loaders import undecoded
 
+        # Releases such as POPE store the image in every row (18 questions per image): rows with equal
+        # bytes share one object, so the samples hold each distinct image once, not once per question.
+        shared: dict[bytes, bytes] = {}
         images = table.images(self._image_column(), len(samples))
-        for sample, image in zip(samples, images, strict=True):
-            sample.image_bytes, sample.image_path = image
+        for sample, (data, path) in zip(samples, images, strict=True):
+            sample.image_bytes = shared.setdefault(data, data) if data is not None else None
+            sample.image_path = path
             if not sample.image_key:
-                sample.image_key = content_key(*image, fallback=f"row:{sample.question_id}")
+                sample.image_key = content_key(data, path, fallback=f"row:{sample.question_id}")
         for number, column in enumerate(self._extra_image_columns(), start=2):
             table.dataset = undecoded(table.dataset, column)
             for sample, (data, path) in zip(samples, table.images(column, len(samples)), strict=True):
                 key = content_key(data, path, fallback=f"row:{sample.question_id}:image{number}")
-                sample.extra_images.append(SampleImage(key, data, path))
+                sample.extra_images.append(
+                    SampleImage(key, shared.setdefault(data, data) if data is not None else None, path)
+                )
 
     def build_sample(self, index: int, row: Mapping[str, Any]) -> Sample:
         """Turn one row (without its image) into a `Sample`; a malformed row gets ``meta["error"]``."""

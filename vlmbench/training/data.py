@@ -36,6 +36,8 @@ _FILES = {
     "documents": "documents.json",
     "preferences": "preferences.json",
     "existence": "existence.json",
+    "attributes": "attributes.json",
+    "grounding": "grounding.json",
 }
 _YES_NO = {"yes": "Yes", "no": "No"}
 TRANSCRIBE_PROMPT = "List the fields of this document."
@@ -98,6 +100,10 @@ def _generate(spec: DataSpec, out: Path) -> None:
         scenes.generate_preference_pairs(out, spec.seed, spec.n)
     elif spec.generator == "existence":
         scenes.generate_existence_questions(out, spec.seed, spec.n)
+    elif spec.generator == "attributes":
+        scenes.generate_attribute_questions(out, spec.seed, spec.n)
+    elif spec.generator == "grounding":
+        scenes.generate_grounding_questions(out, spec.seed, spec.n)
     elif spec.generator == "documents":
         generate_documents(out, spec.seed, spec.n, spec.width, spec.height)
     else:  # pragma: no cover - validated by the recipe

@@ -44,6 +44,7 @@ from vlmbench.training.data import MixtureSampler, load_dataset, merge_by_image,
 from vlmbench.training.lora import apply_lora, merge_lora
 from vlmbench.training.model_io import build_model, build_tokenizer, clone_model
 from vlmbench.training.objectives import ContrastiveHeads, StageObjective, WordAlignmentHead, dpo_logprobs
+from vlmbench.training.plateau import PlateauWatch, logged_probes
 from vlmbench.training.probe import ExistenceProbe
 from vlmbench.training.recipe import SCENE_GENERATORS, Recipe, StageConfig
 from vlmbench.training.region_tags import (
@@ -55,6 +56,7 @@ from vlmbench.training.region_tags import (
 from vlmbench.training.workdir import (
     DONE_FILE,
     LOG_FILE,
+    PROBED_DIR,
     STAGE_WEIGHTS,
     prepare_work_dir,
     save_final,
@@ -207,6 +209,7 @@ def run_stage(
         for old in stage_dir.glob("checkpoint-*"):
             shutil.rmtree(old, ignore_errors=True)
         (stage_dir / ckpt.LATEST_FILE).unlink(missing_ok=True)
+        shutil.rmtree(stage_dir / PROBED_DIR, ignore_errors=True)  # another run's curve
     if ctx.is_main:
         truncate_log(stage_dir / LOG_FILE, start)
     runner: nn.Module = objective
@@ -230,10 +233,16 @@ def run_stage(
     objective.train()
     loss_value = float("nan")
     last_probe: dict[str, float] = {}  # the latest probe figures, for done.json
+    plateau = PlateauWatch(stage.plateau_patience, stage.plateau_min_delta) if stage.plateau_patience else None
+    stopped_at: int | None = None
+    if plateau is not None and plateau.replay(logged_probes(stage_dir / LOG_FILE)) and start:
+        stopped_at = start  # a resume of a stage that had already stopped on its plateau
     log.info(
         "stage %s (%s): steps %d..%d, train %s", stage.name, stage.kind, start, stage.steps, list(stage.train)
     )
     for step in range(start, stage.steps):
+        if stopped_at is not None:
+            break
         t0 = time.perf_counter()
         lr = lr_at(stage, step)
         for group in optimizer.param_groups:
@@ -256,6 +265,15 @@ def run_stage(
         if probe is not None and ((step + 1) % stage.probe_every == 0 or step + 1 == stage.steps):
             with autocast:
                 probed = last_probe = {k: round(v, 4) for k, v in probe(model).items()}
+            if stage.keep_probed:
+                from safetensors.torch import save_model
+
+                (stage_dir / PROBED_DIR).mkdir(exist_ok=True)
+                save_model(model, str(stage_dir / PROBED_DIR / f"step-{step + 1}.safetensors"))
+        stop_here = plateau is not None and probed and plateau.update(probed["probe_accuracy"])
+        if plateau is not None and not ctx.all_ok(not stop_here):  # rank 0 probes; every rank stops with it
+            stopped_at = step + 1
+            log.info("stage %s: probe accuracy on a plateau (best %.4f); stopping at step %d", stage.name, plateau.best, step + 1)
         if ctx.is_main and ((step + 1) % stage.log_every == 0 or step == start or step + 1 == stage.steps or probed):
             row = {
                 "step": step + 1,
@@ -293,7 +311,8 @@ def run_stage(
     result = {
         "stage": stage.name,
         "kind": stage.kind,
-        "steps": stage.steps,
+        "steps": stage.steps if stopped_at is None else stopped_at,
+        **({"stopped_on_plateau": True} if stopped_at is not None else {}),
         "wall_s": round(elapsed, 1),
         "final_loss": round(loss_value, 5),
         **last_probe,

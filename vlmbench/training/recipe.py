@@ -38,8 +38,8 @@ from vlmbench.resources import bundled_dir, project_root
 
 STAGE_KINDS: tuple[str, ...] = ("lm_pretrain", "vision_contrastive", "vision_tagging", "align", "sft", "dpo")
 COMPONENTS: tuple[str, ...] = ("vision", "projector", "llm", "cross_attention")
-GENERATORS: tuple[str, ...] = ("captions", "instructions", "preferences", "documents", "existence")
-SCENE_GENERATORS: tuple[str, ...] = ("captions", "instructions", "existence")  # they write box annotations
+SCENE_GENERATORS: tuple[str, ...] = ("captions", "instructions", "existence", "attributes", "grounding")  # they write box annotations
+GENERATORS: tuple[str, ...] = (*SCENE_GENERATORS, "preferences", "documents")
 CONTRASTIVE_LOSSES: tuple[str, ...] = ("clip", "siglip")
 TEXT_ENCODERS: tuple[str, ...] = ("llm_mean", "small")
 SAVE_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
@@ -47,11 +47,11 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 
 # Which generators a stage kind can read.
 _KIND_DATA: dict[str, tuple[str, ...]] = {
-    "lm_pretrain": ("captions", "instructions", "documents", "existence"),
+    "lm_pretrain": (*SCENE_GENERATORS, "documents"),
     "vision_contrastive": ("captions", "instructions"),
-    "vision_tagging": ("captions", "instructions", "existence"),  # scene sets: they carry COCO-style boxes
-    "align": ("captions", "instructions", "documents", "existence"),
-    "sft": ("captions", "instructions", "documents", "existence"),
+    "vision_tagging": SCENE_GENERATORS,  # scene sets: they carry COCO-style boxes
+    "align": (*SCENE_GENERATORS, "documents"),
+    "sft": (*SCENE_GENERATORS, "documents"),
     "dpo": ("preferences",),
 }
 
@@ -147,6 +147,13 @@ class StageConfig:
     # `probe_images` scenes (`vlmbench.training.probe`) and log its accuracy / yes-ratio / AUC
     probe_every: int | None = None
     probe_images: int = 40
+    # any stage with a probe: keep the weights at every probe (`probed/step-N.safetensors` in the stage's
+    # work dir), so any point of the logged curve can be evaluated afterwards
+    keep_probed: bool = False
+    # any stage with a probe: stop the stage once `plateau_patience` probes in a row have not raised the
+    # best probe accuracy by `plateau_min_delta` (the stage's weights are then those of its last step)
+    plateau_patience: int | None = None
+    plateau_min_delta: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -375,11 +382,17 @@ def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
 
 # Stage fields added after recipes had been trained: hashed only when set to something other than their
 # default, so that adding a field does not invalidate every finished stage checkpoint.
-_LATE_STAGE_FIELDS: dict[str, Any] = {"nll_weight": 0.0, "branches": False, "word_alignment": 0.0}
+_LATE_STAGE_FIELDS: dict[str, Any] = {
+    "nll_weight": 0.0,
+    "branches": False,
+    "word_alignment": 0.0,
+    "plateau_patience": None,
+    "plateau_min_delta": 0.01,
+}
 
 
 # Stage fields that only say what is logged: never part of a fingerprint.
-_LOGGING_STAGE_FIELDS: tuple[str, ...] = ("probe_every", "probe_images")
+_LOGGING_STAGE_FIELDS: tuple[str, ...] = ("probe_every", "probe_images", "keep_probed")
 
 
 def _stage_fingerprint_fields(stage: StageConfig) -> dict[str, Any]:
@@ -555,6 +568,12 @@ def _parse_stage(
         raise UserError(f"{where}.probe_every must be >= 1 or null")
     if stage.probe_images < 2:
         raise UserError(f"{where}.probe_images must be >= 2")
+    if (stage.plateau_patience is not None or stage.keep_probed) and not stage.probe_every:
+        raise UserError(f"{where}: plateau_patience and keep_probed read the probe; set probe_every too")
+    if stage.plateau_patience is not None and stage.plateau_patience < 1:
+        raise UserError(f"{where}.plateau_patience must be >= 1 or null")
+    if stage.plateau_min_delta < 0:
+        raise UserError(f"{where}.plateau_min_delta must be >= 0")
     if stage.checkpoint_every is not None and stage.checkpoint_every < 1:
         raise UserError(f"{where}.checkpoint_every must be >= 1 or null")
     if not train and kind != "vision_contrastive":

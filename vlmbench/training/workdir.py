@@ -18,6 +18,7 @@ from vlmbench.training.recipe import Recipe, StageConfig
 LOG_FILE = "train_log.jsonl"
 DONE_FILE = "done.json"
 STAGE_WEIGHTS = "model.safetensors"
+PROBED_DIR = "probed"  # keep_probed: the weights at every probe, step-N.safetensors
 SUMMARY_FILE = "train_summary.json"
 
 

@@ -32,7 +32,9 @@ from vlmbench.data.synth.scenes.eval_sets import generate_chair, generate_pope, 
 from vlmbench.data.synth.scenes.glyphs import draw_scene
 from vlmbench.data.synth.scenes.sampling import sample_scene, sample_scenes
 from vlmbench.data.synth.scenes.training_sets import (
+    generate_attribute_questions,
     generate_existence_questions,
+    generate_grounding_questions,
     generate_instructions,
     generate_preference_pairs,
     generate_training_captions,
@@ -61,7 +63,9 @@ __all__ = [
     "SceneObject",
     "draw_scene",
     "generate_chair",
+    "generate_attribute_questions",
     "generate_existence_questions",
+    "generate_grounding_questions",
     "generate_instructions",
     "generate_pope",
     "generate_preference_pairs",

@@ -29,6 +29,8 @@ STREAM_PREFERENCE = 6
 STREAM_PROBES = 7
 STREAM_REFEXP = 8
 STREAM_EXISTENCE = 9
+STREAM_ATTRIBUTES = 10
+STREAM_GROUNDING = 11
 
 _IN_GROUP_P = 0.9  # share of objects drawn from the scene's group
 _SMALL_P = 0.3  # share of small objects (7–10 px long side at 128 px)

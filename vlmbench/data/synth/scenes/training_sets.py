@@ -1,4 +1,5 @@
-"""Training data over synthetic scenes (LLaVA formats): alignment captions, instructions, preference pairs."""
+"""Training data over synthetic scenes (LLaVA formats): alignment captions, instructions, existence,
+attribute/relation/count and grounding questions, preference pairs."""
 
 from __future__ import annotations
 
@@ -8,10 +9,14 @@ from pathlib import Path
 
 from vlmbench.data.synth.scenes.captions import join_phrases, listing_caption, object_phrases, with_article
 from vlmbench.data.synth.scenes.coco import render_into, write_json
+from vlmbench.data.synth.scenes.probes import probe_rows
 from vlmbench.data.synth.scenes.questions import absent_negative, exists_question, scene_questions
+from vlmbench.data.synth.scenes.refexp import expression, referable
 from vlmbench.data.synth.scenes.sampling import (
+    STREAM_ATTRIBUTES,
     STREAM_CAPTIONS,
     STREAM_EXISTENCE,
+    STREAM_GROUNDING,
     STREAM_INSTRUCTIONS,
     STREAM_PREFERENCE,
     rng_for,
@@ -136,6 +141,62 @@ def generate_existence_questions(out: Path, seed: int, n: int) -> Path:
         records.append({"id": f"{scene.image_id:06d}-exists", "image": f"images/{scene.file_name}",
                         "conversations": _turns(pairs)})
     path = out / "existence.json"
+    write_json(path, records)
+    return path
+
+
+def generate_attribute_questions(out: Path, seed: int, n: int) -> Path:
+    """Attribute, relation and count QA over `n` scenes in `out/attributes.json`: per image one record
+    with the probe task's questions (colour, left/right, count; yes and no for each of the random,
+    popular and adversarial negative rules — `scenes/probes.py`), in random order. Its own stream and
+    the recipe's seed keep it apart from every evaluation set."""
+    out = Path(out)
+    scenes = sample_scenes(seed, n, stream=STREAM_ATTRIBUTES)
+    rng = rng_for(seed, 100 + STREAM_ATTRIBUTES)
+    render_into(out, scenes, seed, rng)
+    by_image: dict[int, list[tuple[str, str]]] = {}
+    for row in probe_rows(scenes, rng):
+        by_image.setdefault(row["image_id"], []).append((row["question"], row["answer"]))
+    records = []
+    for scene in scenes:
+        pairs = by_image.get(scene.image_id, [])
+        if not pairs:
+            continue
+        pairs = [pairs[int(i)] for i in rng.permutation(len(pairs))]
+        records.append({"id": f"{scene.image_id:06d}-attributes", "image": f"images/{scene.file_name}",
+                        "conversations": _turns(pairs)})  # fmt: skip
+    path = out / "attributes.json"
+    write_json(path, records)
+    return path
+
+
+GROUNDING_QUESTION = "Give the bounding box of {expression} as [x1, y1, x2, y2] in pixels."
+"""The grounding task's prompt (tasks/grounding.yaml), so a trained answer has the evaluated form."""
+
+
+def box_answer(bbox: Sequence[float]) -> str:
+    """A COCO [x, y, w, h] box as the "[x1, y1, x2, y2]" pixel answer the grounding task parses."""
+    x, y, w, h = bbox
+    return f"[{round(x)}, {round(y)}, {round(x + w)}, {round(y + h)}]"
+
+
+def generate_grounding_questions(out: Path, seed: int, n: int) -> Path:
+    """Referring-expression grounding over `n` scenes in `out/grounding.json`: per image one record
+    asking for the box of every object whose colour + category is unique in the scene ("the red
+    cup"), answered as `[x1, y1, x2, y2]` in pixels."""
+    out = Path(out)
+    scenes = sample_scenes(seed, n, stream=STREAM_GROUNDING)
+    rng = rng_for(seed, 100 + STREAM_GROUNDING)
+    render_into(out, scenes, seed, rng)
+    records = []
+    for scene in scenes:
+        pairs = [(GROUNDING_QUESTION.format(expression=expression(obj)), box_answer(obj.bbox)) for obj in referable(scene)]
+        if not pairs:
+            continue
+        pairs = [pairs[int(i)] for i in rng.permutation(len(pairs))]
+        records.append({"id": f"{scene.image_id:06d}-grounding", "image": f"images/{scene.file_name}",
+                        "conversations": _turns(pairs)})  # fmt: skip
+    path = out / "grounding.json"
     write_json(path, records)
     return path
 
