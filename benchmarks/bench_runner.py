@@ -1,5 +1,5 @@
-"""POPE throughput of the runner: generation vs choice scoring vs choice scoring + feature cache,
-and 1 vs 2 processes (torchrun, gloo on CPU / nccl on GPU).
+"""POPE throughput of the runner: generation vs choice scoring vs choice scoring + feature cache vs
++ prefix sharing (the default), and 1 vs 2 processes (torchrun, gloo on CPU / nccl on GPU).
 
 Prints samples/s per configuration and ratios to the generation baseline. Every configuration
 evaluates the same synthetic POPE set with the same model, so the answers must agree where the
@@ -18,11 +18,13 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ports import free_port
+
 
 def run(label: str, args: list[str], out: Path, nproc: int, env: dict[str, str]) -> dict:
     launcher = [sys.executable, "-m", "vlmbench"]
     if nproc > 1:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", "29533", "-m", "vlmbench"]
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--master-port", str(free_port()), "-m", "vlmbench"]
     cmd = [*launcher, *args, "--output-dir", str(out), "--run-name", label, "--no-report"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -55,11 +57,14 @@ def main() -> None:
                 "--batch-size", args.batch_size, "--device", args.device]
         one = {**env, "OMP_NUM_THREADS": threads}
         two = {**env, "OMP_NUM_THREADS": str(max(1, int(threads) // 2))}
+        plain = ["--no-feature-cache", "--prefix-sharing", "off"]
         rows = [
-            run("generate", [*base, "--answer-mode", "generate", "--no-feature-cache"], out, 1, one),
-            run("choices", [*base, "--answer-mode", "choices", "--no-feature-cache"], out, 1, one),
-            run("choices+cache", [*base, "--answer-mode", "choices"], out, 1, one),
-            run("choices+cache-2proc", [*base, "--answer-mode", "choices"], out, 2, two),
+            run("generate", [*base, "--answer-mode", "generate", *plain], out, 1, one),
+            run("choices", [*base, "--answer-mode", "choices", *plain], out, 1, one),
+            run("choices+cache", [*base, "--answer-mode", "choices", "--prefix-sharing", "off"], out, 1, one),
+            run("choices+cache+prefix", [*base, "--answer-mode", "choices"], out, 1, one),
+            run("generate+cache+prefix", [*base, "--answer-mode", "generate"], out, 1, one),
+            run("choices+all-2proc", [*base, "--answer-mode", "choices"], out, 2, two),
         ]
     baseline = rows[0]["samples_per_s"]
     print(f"model {args.model}, {args.images * 18} POPE questions, device {args.device}, {threads} CPU threads in all")
@@ -67,9 +72,10 @@ def main() -> None:
     for r in rows:
         print(f"{r['label']:<22} {r['samples_per_s']:>10.2f} {r['samples_per_s'] / baseline:>11.2f} {r['wall_s']:>8.2f} {r['f1']:>7.3f}")
     same = lambda a, b: sum(a["answers"][k] == b["answers"][k] for k in a["answers"]) / len(a["answers"])  # noqa: E731
-    print(f"agreement choices vs generate: {same(rows[1], rows[0]):.3f}   choices cache vs no cache: {same(rows[2], rows[1]):.3f}   "
-          f"2 proc vs 1 proc: {same(rows[3], rows[2]):.3f}")
-    print(f"feature cache (1 proc): {rows[2]['cache']}")
+    agreement = " ".join(f"{r['label']} {same(r, rows[0]):.3f}" for r in rows[1:])
+    print(f"agreement with generation: {agreement}")
+    print(f"2 proc vs 1 proc: {same(rows[5], rows[3]):.3f}   prefix sharing vs off (choices): {same(rows[3], rows[2]):.3f}")
+    print(f"feature cache (1 proc, sharing off): {rows[2]['cache']}")
 
 
 if __name__ == "__main__":

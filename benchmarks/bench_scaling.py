@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,12 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (for torchrun's rendezvous; fixed ports collide on shared hosts)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from ports import free_port
 
 
 def run(label: str, args: list[str], out: Path, nproc: int, env: dict[str, str]) -> dict[str, Any]:

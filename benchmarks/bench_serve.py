@@ -18,7 +18,6 @@ import base64
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,12 +28,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from ports import free_port
 
 
 def data_url(seed: int) -> str:

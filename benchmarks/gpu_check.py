@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 RESERVE_S = 5.0  # kept back from the budget for writing the figures
@@ -68,13 +69,6 @@ STEPS: tuple[Step, ...] = (
 
 
 # ---- helpers shared by the steps -----------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (for torchrun's rendezvous; fixed ports collide on shared hosts)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(work: Path) -> dict[str, str]:

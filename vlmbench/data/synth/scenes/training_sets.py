@@ -4,8 +4,9 @@ attribute/relation/count and grounding questions, preference pairs."""
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vlmbench.data.synth.scenes.captions import join_phrases, listing_caption, object_phrases, with_article
 from vlmbench.data.synth.scenes.coco import render_into, write_json
@@ -22,7 +23,10 @@ from vlmbench.data.synth.scenes.sampling import (
     rng_for,
     sample_scenes,
 )
-from vlmbench.data.synth.scenes.vocabulary import CATEGORIES, CATEGORY_BY_NAME
+from vlmbench.data.synth.scenes.vocabulary import CATEGORIES, CATEGORY_BY_NAME, Scene
+
+if TYPE_CHECKING:
+    import numpy as np
 
 _CAPTION_PROMPTS = (
     "Describe this image briefly.",
@@ -157,17 +161,7 @@ def generate_attribute_questions(out: Path, seed: int, n: int) -> Path:
     by_image: dict[int, list[tuple[str, str]]] = {}
     for row in probe_rows(scenes, rng):
         by_image.setdefault(row["image_id"], []).append((row["question"], row["answer"]))
-    records = []
-    for scene in scenes:
-        pairs = by_image.get(scene.image_id, [])
-        if not pairs:
-            continue
-        pairs = [pairs[int(i)] for i in rng.permutation(len(pairs))]
-        records.append({"id": f"{scene.image_id:06d}-attributes", "image": f"images/{scene.file_name}",
-                        "conversations": _turns(pairs)})  # fmt: skip
-    path = out / "attributes.json"
-    write_json(path, records)
-    return path
+    return _write_qa_set(out, "attributes", scenes, lambda scene: by_image.get(scene.image_id, []), rng)
 
 
 GROUNDING_QUESTION = "Give the bounding box of {expression} as [x1, y1, x2, y2] in pixels."
@@ -188,15 +182,34 @@ def generate_grounding_questions(out: Path, seed: int, n: int) -> Path:
     scenes = sample_scenes(seed, n, stream=STREAM_GROUNDING)
     rng = rng_for(seed, 100 + STREAM_GROUNDING)
     render_into(out, scenes, seed, rng)
+
+    def pairs_of(scene: Scene) -> list[tuple[str, str]]:
+        return [
+            (GROUNDING_QUESTION.format(expression=expression(obj)), box_answer(obj.bbox))
+            for obj in referable(scene)
+        ]
+
+    return _write_qa_set(out, "grounding", scenes, pairs_of, rng)
+
+
+def _write_qa_set(
+    out: Path,
+    name: str,
+    scenes: Sequence[Scene],
+    pairs_of: Callable[[Scene], list[tuple[str, str]]],
+    rng: np.random.Generator,
+) -> Path:
+    """`out/<name>.json`: per scene with any question, one record of its (question, answer) pairs in
+    random order (scenes without a question are left out)."""
     records = []
     for scene in scenes:
-        pairs = [(GROUNDING_QUESTION.format(expression=expression(obj)), box_answer(obj.bbox)) for obj in referable(scene)]
+        pairs = pairs_of(scene)
         if not pairs:
             continue
         pairs = [pairs[int(i)] for i in rng.permutation(len(pairs))]
-        records.append({"id": f"{scene.image_id:06d}-grounding", "image": f"images/{scene.file_name}",
+        records.append({"id": f"{scene.image_id:06d}-{name}", "image": f"images/{scene.file_name}",
                         "conversations": _turns(pairs)})  # fmt: skip
-    path = out / "grounding.json"
+    path = out / f"{name}.json"
     write_json(path, records)
     return path
 
