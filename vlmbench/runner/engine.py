@@ -126,7 +126,11 @@ def run_batches(
     on_progress: Callable[[int], None] = lambda n: None,
     sharing: Sharing | None = None,
 ) -> ShardStats:
-    """Answer every not-yet-done sample of `batches`, appending one log batch per batch."""
+    """Answer every not-yet-done sample of `batches`, appending one log batch per batch.
+
+    A batch that a resume finds partly answered is run whole again and only its missing samples are
+    logged: the numerics of a row can depend on its batch companions (padding, BLAS blocking on several
+    threads), so answering a subset would not reproduce the uninterrupted run bit for bit."""
     stats = ShardStats()
     sharing = sharing or Sharing.off()
     for batch in batches:
@@ -134,7 +138,10 @@ def run_batches(
         if not todo:
             continue
         start = time.perf_counter()
-        records = _answer_batch(model, todo, settings, cache, stats, sharing)
+        members = [samples[qid] for qid in batch.question_ids]
+        records = _answer_batch(model, members, settings, cache, ShardStats(), sharing)
+        records = [r for r in records if r["question_id"] not in done]
+        stats.visual_tokens += sum(int(r.get("visual_tokens", 0)) for r in records)
         sharing.end_batch()
         out.append_batch(records)
         stats.seconds += time.perf_counter() - start
