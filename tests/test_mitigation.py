@@ -24,7 +24,7 @@ from vlmbench.mitigation.passes import MitigatedAnswerer
 from vlmbench.mitigation.recheck import question_for, remove_objects
 from vlmbench.mitigation.spec import MitigationSpec, check_tasks, parse_mitigation
 from vlmbench.mitigation.vote import answer_key, draw_seed, majority, sample_choices
-from vlmbench.runner.engine import AnswerSettings, FeatureCache, ShardStats
+from vlmbench.runner.engine import AnswerSettings, FeatureCache
 from vlmbench.runner.options import RunOptions
 from vlmbench.runner.run import run_evaluation
 from vlmbench.tasks.base import Sample
@@ -141,10 +141,10 @@ def test_generated_draws_use_one_seed_per_question_and_draw() -> None:
     plain = {q: {"question_id": q, "prediction": "Yes", "error": None} for q in ("a", "b")}
     model = _SeededStub()
     answerer = MitigatedAnswerer(spec, 3, PopeScorer(), plain)
-    first = [answerer.answer(model, _sample(q), GENERATE, FeatureCache(4), ShardStats()) for q in ("a", "b")]
+    first = [answerer.answer(model, _sample(q), GENERATE, FeatureCache(4)) for q in ("a", "b")]
     assert model.seen == [draw_seed(3, q, d) for q in ("a", "b") for d in range(5)]
     again = [
-        answerer.answer(_SeededStub(), _sample(q), GENERATE, FeatureCache(0), ShardStats())
+        answerer.answer(_SeededStub(), _sample(q), GENERATE, FeatureCache(0))
         for q in ("b", "a")
     ]
     assert again[::-1] == first  # order and cache make no difference
@@ -160,13 +160,13 @@ def test_choices_mode_draws_from_the_plain_choice_distribution() -> None:
     logprobs = {"Yes": -0.5108, "No": -0.9163}  # p(Yes) = 0.6 at T = 1
     plain = {"q": {"question_id": "q", "prediction": "Yes", "error": None, "choice_logprobs": logprobs}}
     answerer = MitigatedAnswerer(parse_mitigation("self-consistency:7@1"), 11, PopeScorer(), plain)
-    record = answerer.answer(object(), _sample("q"), choices, FeatureCache(0), ShardStats())  # no model call
+    record = answerer.answer(object(), _sample("q"), choices, FeatureCache(0))  # no model call
     expected = ["Yes" if uniform(draw_seed(11, "q", d)) < 0.6 else "No" for d in range(7)]
     assert record["draws"] == expected and record["prediction"] == majority(expected, str, "Yes").prediction
     plain["q"]["choice_logprobs"] = None
     assert (
         "no choice log-probabilities"
-        in answerer.answer(object(), _sample("q"), choices, FeatureCache(0), ShardStats())["error"]
+        in answerer.answer(object(), _sample("q"), choices, FeatureCache(0))["error"]
     )
 
 
@@ -175,10 +175,10 @@ def test_rows_a_mitigation_does_not_apply_to_keep_the_plain_answer() -> None:
              "f": {"question_id": "f", "prediction": "", "error": "SampleError: unreadable"}}  # fmt: skip
     answerer = MitigatedAnswerer(parse_mitigation("self-consistency:3"), 0, load_task("amber").scorer, plain)
     kept = answerer.answer(
-        object(), _sample("c", amber_type="generative"), GENERATE, FeatureCache(0), ShardStats()
+        object(), _sample("c", amber_type="generative"), GENERATE, FeatureCache(0)
     )
     assert kept["prediction"] == "A cat." and kept["mitigated"] is False and kept["error"] is None
-    failed = answerer.answer(object(), _sample("f"), GENERATE, FeatureCache(0), ShardStats())
+    failed = answerer.answer(object(), _sample("f"), GENERATE, FeatureCache(0))
     assert failed["error"].startswith("the plain pass failed: SampleError")  # stays paired with the plain row
 
 
@@ -207,7 +207,7 @@ def test_recheck_removes_the_objects_the_model_does_not_confirm() -> None:
     model = _YesNoStub({"cat", "couch"})
     answerer = MitigatedAnswerer(parse_mitigation("recheck"), 0, ChairScorer(), plain)
     record = answerer.answer(
-        model, _sample("1", "Describe this image in one sentence."), GENERATE, FeatureCache(4), ShardStats()
+        model, _sample("1", "Describe this image in one sentence."), GENERATE, FeatureCache(4)
     )
     assert model.asked == ["cat", "dog", "couch"]  # one question per category, in mention order
     assert record["prediction"] == "A cat on a sofa." and record["removed"] == ["and a dog"]

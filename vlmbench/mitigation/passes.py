@@ -32,7 +32,6 @@ their log-probabilities and what was removed), and samples/<task>@mitigation.jso
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,14 @@ from vlmbench.errors import UserError
 from vlmbench.mitigation import recheck as rc
 from vlmbench.mitigation import vote as sc
 from vlmbench.mitigation.spec import MITIGATION_PASS, RECHECK, MitigationSpec, row_takes
-from vlmbench.runner.engine import AnswerSettings, FeatureCache, ShardStats
+from vlmbench.runner.engine import (
+    AnswerSettings,
+    FeatureCache,
+    ShardStats,
+    describe_error,
+    drive_batches,
+    visual_for,
+)
 from vlmbench.tasks.base import MALFORMED_ERROR_PREFIX
 
 RECORD_FIELDS: tuple[str, ...] = (
@@ -85,24 +91,14 @@ class MitigatedAnswerer:
         cache: FeatureCache,
         on_progress: Callable[[int], None] = lambda n: None,
     ) -> ShardStats:
-        stats = ShardStats()
-        for batch in batches:
-            todo = [samples[qid] for qid in batch.question_ids if qid not in done]
-            if not todo:
-                continue
-            start = time.perf_counter()
+        def answer(members: list[Any], todo: list[Any]) -> list[dict[str, Any]]:
+            # each sample on its own (seeded per question and draw): the batch does not change an answer
             with torch.inference_mode():
-                records = [self.answer(model, sample, settings, cache, stats) for sample in todo]
-            out.append_batch(records)
-            stats.seconds += time.perf_counter() - start
-            stats.samples += len(records)
-            stats.errors += sum(1 for r in records if r["error"])
-            on_progress(len(records))
-        return stats
+                return [self.answer(model, sample, settings, cache) for sample in todo]
 
-    def answer(
-        self, model: Any, sample: Any, settings: AnswerSettings, cache: FeatureCache, stats: ShardStats
-    ) -> dict[str, Any]:
+        return drive_batches(samples, batches, done, out, answer, on_progress)
+
+    def answer(self, model: Any, sample: Any, settings: AnswerSettings, cache: FeatureCache) -> dict[str, Any]:
         """One sample's mitigated record."""
         qid = sample.question_id
         record: dict[str, Any] = {"question_id": qid, "prediction": "", "error": None}
@@ -119,17 +115,15 @@ class MitigatedAnswerer:
             return {**record, "prediction": plain_text, "mitigated": False}
         try:
             if self.spec.method == RECHECK:
-                visual, info = _visual(model, sample, cache)
-                stats.visual_tokens += info["visual_tokens"]
+                visual, info = visual_for(model, sample, cache)
                 fields = self._recheck(model, sample, visual, plain_text)
             elif settings.mode == "choices":
                 info, fields = {}, self._vote_choices(qid, plain, settings, plain_text)
             else:
-                visual, info = _visual(model, sample, cache)
-                stats.visual_tokens += info["visual_tokens"]
+                visual, info = visual_for(model, sample, cache)
                 fields = self._vote_generated(model, sample, visual, settings, plain_text)
         except Exception as exc:  # noqa: BLE001 - recorded per sample, the run goes on
-            return {**record, "error": _describe(exc)}
+            return {**record, "error": describe_error(exc)}
         return {**record, **info, **fields, "mitigated": True}
 
     # ---- self-consistency --------------------------------------------------------------------
@@ -193,32 +187,6 @@ def _vote_fields(result: sc.Vote, draws: list[str], plain_key: str | None) -> di
 
 def _finite(value: float) -> float | None:
     return round(float(value), 6) if math.isfinite(value) else None
-
-
-def _visual(model: Any, sample: Any, cache: FeatureCache) -> tuple[Any, dict[str, Any]]:
-    """The sample's visual tokens (one object, or a list for a multi-image sample), each image encoded
-    once per pass and kept in ``cache``, and what the log records about them."""
-    parts = []
-    for index, key in enumerate(sample.image_keys):
-        cached = cache.get(key)
-        if cached is None:
-            image = sample.images[index].load(sample.question_id)
-            prepared = model.prepare_image(image)
-            visual = model.encode([prepared])[0]
-            cached = (visual, {"image_size": list(image.size), "tiles": len(prepared.plan.tile_sizes),
-                               "visual_tokens": int(visual.shape[0])})  # fmt: skip
-            cache.put(key, cached)
-        parts.append(cached)
-    if len(parts) == 1:
-        return parts[0]
-    info = {"image_size": parts[0][1]["image_size"], "tiles": sum(p[1]["tiles"] for p in parts),
-            "visual_tokens": sum(p[1]["visual_tokens"] for p in parts)}  # fmt: skip
-    return [p[0] for p in parts], info
-
-
-def _describe(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return f"{type(exc).__name__}: {text}"[:500]
 
 
 # ---- results ---------------------------------------------------------------------------------

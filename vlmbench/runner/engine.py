@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -131,27 +131,45 @@ def run_batches(
     A batch that a resume finds partly answered is run whole again and only its missing samples are
     logged: the numerics of a row can depend on its batch companions (padding, BLAS blocking on several
     threads), so answering a subset would not reproduce the uninterrupted run bit for bit."""
-    stats = ShardStats()
     sharing = sharing or Sharing.off()
+
+    def answer(members: list[Any], todo: list[Any]) -> list[dict[str, Any]]:
+        records = _answer_batch(model, members, settings, cache, sharing)
+        sharing.end_batch()
+        return records
+
+    return drive_batches(samples, batches, done, out, answer, on_progress)
+
+
+def drive_batches(
+    samples: Mapping[str, Any],
+    batches: Sequence[Batch],
+    done: set[str],
+    out: PredictionLog,
+    answer: Callable[[list[Any], list[Any]], list[dict[str, Any]]],
+    on_progress: Callable[[int], None] = lambda n: None,
+) -> ShardStats:
+    """The loop every pass shares: per batch with anything left to answer, `answer(members, todo)`
+    (the batch's samples, and those not yet logged) gives records; the ones not yet logged are appended
+    as one log batch and counted (visual tokens from the records' own `visual_tokens`)."""
+    stats = ShardStats()
     for batch in batches:
         todo = [samples[qid] for qid in batch.question_ids if qid not in done]
         if not todo:
             continue
         start = time.perf_counter()
         members = [samples[qid] for qid in batch.question_ids]
-        records = _answer_batch(model, members, settings, cache, ShardStats(), sharing)
-        records = [r for r in records if r["question_id"] not in done]
-        stats.visual_tokens += sum(int(r.get("visual_tokens", 0)) for r in records)
-        sharing.end_batch()
+        records = [r for r in answer(members, todo) if r["question_id"] not in done]
         out.append_batch(records)
         stats.seconds += time.perf_counter() - start
         stats.samples += len(records)
         stats.errors += sum(1 for r in records if r["error"])
+        stats.visual_tokens += sum(int(r.get("visual_tokens", 0)) for r in records)
         on_progress(len(records))
     return stats
 
 
-def _visual_for(model: EvalModel, sample: Any, cache: FeatureCache) -> tuple[Any, dict[str, Any]]:
+def visual_for(model: EvalModel, sample: Any, cache: FeatureCache) -> tuple[Any, dict[str, Any]]:
     """The sample's visual input — one image's visual tokens, or a list for a multi-image sample —
     and what the log records about its images (summed over images: tiles, visual tokens)."""
     parts = [_image_visual(model, sample, index, cache) for index in range(len(sample.image_keys))]
@@ -192,7 +210,6 @@ def _answer_batch(
     todo: list[Any],
     settings: AnswerSettings,
     cache: FeatureCache,
-    stats: ShardStats,
     sharing: Sharing,
 ) -> list[dict[str, Any]]:
     records: dict[str, dict[str, Any]] = {}
@@ -207,11 +224,10 @@ def _answer_batch(
                 }
                 continue
             try:
-                visual, info = _visual_for(model, sample, cache)
+                visual, info = visual_for(model, sample, cache)
             except Exception as exc:  # noqa: BLE001 - recorded per sample, the run goes on
-                records[sample.question_id] = {**base, "error": _describe(exc)}
+                records[sample.question_id] = {**base, "error": describe_error(exc)}
                 continue
-            stats.visual_tokens += info["visual_tokens"]
             ready.append((sample, visual, info))
         if ready:
             try:
@@ -223,7 +239,7 @@ def _answer_batch(
                     try:
                         answers.extend(_infer(model, [item], settings, sharing))
                     except Exception as inner:  # noqa: BLE001
-                        answers.append({"prediction": "", "error": _describe(inner)})
+                        answers.append({"prediction": "", "error": describe_error(inner)})
             for (sample, _, info), answer in zip(ready, answers, strict=True):
                 records[sample.question_id] = {
                     "question_id": sample.question_id,
@@ -351,7 +367,8 @@ def _choice_answers(
     return out
 
 
-def _describe(exc: Exception) -> str:
+def describe_error(exc: Exception) -> str:
+    """A failed sample's `error` field: the exception's type and message, at most 500 characters."""
     text = str(exc).strip() or type(exc).__name__
     return f"{type(exc).__name__}: {text}"[:500]
 
@@ -374,7 +391,7 @@ def probe_batch_size(
     if usable is None:
         return 1
     try:
-        visual, info = _visual_for(model, usable, FeatureCache(0))
+        visual, info = visual_for(model, usable, FeatureCache(0))
     except Exception:  # noqa: BLE001 - an unreadable first sample: fall back to the smallest batch
         return 1
     sharing = sharing or Sharing.off()
