@@ -23,8 +23,9 @@ from vlmbench.training.data import (
     text_only_segments,
     tokenize_segments,
 )
+from vlmbench.training.packing import branch_groups, packed_text_length
 from vlmbench.training.recipe import StageConfig
-from vlmbench.training.region_tags import RegionLabels, patch_labels, tile_view
+from vlmbench.training.region_tags import RegionLabels, patch_labels, planned_tile_view, tile_view
 
 
 @dataclass
@@ -40,6 +41,8 @@ class Batch:
     patch_labels: list[torch.Tensor] | None = None  # vision_tagging: (patches, labels) per encoder input
     # word alignment: per row, the multi-hot presence of the categories in its image (None: unannotated)
     presence: list[torch.Tensor | None] | None = None
+    # pack_branches: the rows of each packed sequence (one image's branches, at most max_branches)
+    packs: list[list[int]] | None = None
 
 
 class Collator:
@@ -94,10 +97,13 @@ class Collator:
 
     def _branches(self, items: list[Any], images: list[Any]) -> Batch:
         """One row per user turn, each holding the image and that question only; the rows of one
-        conversation share its PreparedImage object, which the objective encodes once."""
+        conversation share its PreparedImage object, which the objective encodes once. With
+        `pack_branches`, `packs` groups them into packed sequences (`vlmbench.training.packing`)."""
         rows, row_images, presence, tokens = [], [], [], 0
+        packs: list[list[int]] = []
         for conversation, image in zip(items, images, strict=True):
             labels = self._presence(conversation) if self.stage.word_alignment else None
+            first = len(rows)
             for user, answer in conversation.turns:
                 if not user.startswith(IMAGE_TOKEN):
                     user = f"{IMAGE_TOKEN}\n{user}"
@@ -106,8 +112,22 @@ class Collator:
                 row_images.append(image)
                 presence.append(labels)
                 tokens += len(row[0]) + self.model.visual_tokens_for(image.plan)
-        return Batch(self.stage.kind, row_images, rows, tokens,
-                     presence=presence if self.stage.word_alignment else None)
+            if self.stage.pack_branches:
+                packs += branch_groups(len(rows) - first, self.stage.max_branches, first)
+        if self.stage.pack_branches:  # what the LLM runs: each packed sequence's prefix once
+            tokens = sum(
+                packed_text_length(rows, group, self.model.image_token_id)
+                + self.model.visual_tokens_for(row_images[group[0]].plan)
+                for group in packs
+            )
+        return Batch(
+            self.stage.kind,
+            row_images,
+            rows,
+            tokens,
+            presence=presence if self.stage.word_alignment else None,
+            packs=packs if self.stage.pack_branches else None,
+        )
 
     def _presence(self, conversation: Conversation) -> torch.Tensor | None:
         """Multi-hot (categories,) of the categories annotated in the conversation's image."""
@@ -145,7 +165,11 @@ class Collator:
                 labels.append(patch_labels(boxes, (0, 0, image.width, image.height), scale, grid, patch, num_labels))
             else:
                 size = self.model.config.vision.image_size
-                view, lab = tile_view(image, boxes, size, patch, num_labels, rng, self.stage.crop_p)
+                plan = self.model.resolution.plan(image.width, image.height)
+                if Path(item.image).resolve() in self.regions.text_images and plan.grid is not None:
+                    view, lab = planned_tile_view(image, boxes, plan.resized, plan.grid, size, patch, num_labels, rng)
+                else:
+                    view, lab = tile_view(image, boxes, size, patch, num_labels, rng, self.stage.crop_p)
                 images.append(PreparedImage(to_pixel_tensor([view], cfg.image_mean, cfg.image_std), None))
                 labels.append(lab)
         tokens = sum(int(lab.shape[0]) for lab in labels)

@@ -97,7 +97,7 @@ def _generate(spec: DataSpec, out: Path) -> None:
     elif spec.generator == "instructions":
         scenes.generate_instructions(out, spec.seed, spec.n)
     elif spec.generator == "preferences":
-        scenes.generate_preference_pairs(out, spec.seed, spec.n)
+        scenes.generate_preference_pairs(out, spec.seed, spec.n, yes_share=spec.yes_share)
     elif spec.generator == "existence":
         scenes.generate_existence_questions(out, spec.seed, spec.n)
     elif spec.generator == "attributes":
@@ -114,19 +114,22 @@ def generate_documents(out: Path, seed: int, n: int, width: int = 256, height: i
     """DocVQA-style training pages: `n` pages (the evaluation set's renderer, another seed) with two
     LLaVA records each: a transcription of the title and fields in reading order ("List the fields of
     this document."), and a conversation asking about every field in random order. Writes
-    `out/documents.json`."""
+    `out/documents.json` and the pages' character boxes (`annotations/glyphs_synth.json`, for
+    glyph tagging)."""
     from vlmbench.data.synth.documents import render_page
+    from vlmbench.data.synth.glyph_annotations import write_glyph_annotations
     from vlmbench.data.synth.text_render import FontBook
 
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng([int(seed), 7])
     fonts = FontBook()
-    records = []
+    records, pages = [], []
     for index in range(n):
         page = render_page(rng, width, height, fonts)
         name = f"images/doc_{index:06d}.png"
         page.image.save(out / name, format="PNG", optimize=False)
+        pages.append((name.removeprefix("images/"), width, height, page.runs))
         order = rng.permutation(len(page.fields))
         turns = []
         for k, i in enumerate(order):
@@ -147,6 +150,7 @@ def generate_documents(out: Path, seed: int, n: int, width: int = 256, height: i
         records.append({"id": f"doc{index:06d}-qa", "image": name, "conversations": turns})
     path = out / _FILES["documents"]
     path.write_text(json.dumps(records, indent=1) + "\n")
+    write_glyph_annotations(out, pages, fonts)
     return path
 
 

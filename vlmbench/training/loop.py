@@ -105,16 +105,7 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
     datasets = {name: load_dataset(spec, dirs[name]) for name, spec in recipe.data.items()}
     tokenizer = build_tokenizer(recipe, datasets, work, ctx)
     model = build_model(recipe, tokenizer).to(ctx.device)
-    tag_sets = sorted(
-        {
-            name
-            for s in recipe.stages
-            if s.kind == "vision_tagging" or s.word_alignment
-            for name in s.data
-            if recipe.data[name].generator in SCENE_GENERATORS
-        }
-    )
-    regions = load_region_labels([dirs[name] for name in tag_sets]) if tag_sets else None
+    labels = StageLabels(recipe, dirs)
     stage_times: list[dict[str, Any]] = []
     reuse = control.resume
     for index, stage in enumerate(recipe.stages):
@@ -135,7 +126,7 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
         stage_control.steps_done = control.steps_done
         result = run_stage(
             recipe, index, stage, model, tokenizer, datasets, directory, stage_control, ctx, fingerprint,
-            regions,
+            labels.of(stage),
         )
         control.steps_done = stage_control.steps_done
         reuse = False  # later stages start from these new weights: nothing after this is reusable
@@ -145,6 +136,31 @@ def train(recipe: Recipe, control: TrainControl | None = None) -> Path:
         save_final(recipe, model, out, work, stage_times)
     ctx.barrier()
     return out
+
+
+class StageLabels:
+    """The box annotations a stage reads, loaded once per distinct set of data sets: a
+    `vision_tagging` stage tags scene objects and (document sets) characters; a `word_alignment` stage
+    aligns scene categories only (characters have no category name to align to)."""
+
+    def __init__(self, recipe: Recipe, dirs: dict[str, Path]) -> None:
+        self.recipe = recipe
+        self.dirs = dirs
+        self._loaded: dict[tuple[str, ...], RegionLabels] = {}
+
+    def of(self, stage: StageConfig) -> RegionLabels | None:
+        if stage.kind == "vision_tagging":
+            kinds: tuple[str, ...] = (*SCENE_GENERATORS, "documents")
+        elif stage.word_alignment:
+            kinds = SCENE_GENERATORS
+        else:
+            return None
+        names = tuple(sorted(n for n in stage.data if self.recipe.data[n].generator in kinds))
+        if not names:
+            return None
+        if names not in self._loaded:
+            self._loaded[names] = load_region_labels([self.dirs[n] for n in names])
+        return self._loaded[names]
 
 
 # ---- stage -----------------------------------------------------------------------------------

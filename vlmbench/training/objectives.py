@@ -4,7 +4,9 @@ auxiliary heads the vision stages train and discard, and the conversation log-li
 
 Conversations reach the LLM through the same input builder as evaluation (`VLM.inputs_from_ids`,
 i.e. `vlmbench.modeling.inputs`): visual tokens spliced in at each `<image>` placeholder, or fed to
-the cross-attention layers (Flamingo style); left padding, positions and labels alike.
+the cross-attention layers (Flamingo style); left padding, positions and labels alike. With
+`pack_branches` the branch rows of one image are laid out as one packed sequence derived from those
+same inputs (`vlmbench.training.packing`).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch import nn
 from vlmbench.modeling.inputs import IGNORE_INDEX, images_of
 from vlmbench.training.collate import Batch
 from vlmbench.training.losses import clip_loss, dpo_loss, sequence_logprobs, siglip_loss
+from vlmbench.training.packing import check_packable, pack_branches, packed_chunks, packed_logits
 from vlmbench.training.recipe import StageConfig
 
 BRANCH_CHUNK = 16  # branch rows per LLM forward (sorted by length)
@@ -67,6 +70,8 @@ class StageObjective(nn.Module):
         self.stage = stage
         self.model = model
         self.heads = heads
+        if stage.pack_branches:
+            check_packable(model)  # a UserError now, not at the first step
 
     def forward(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         kind = self.stage.kind
@@ -116,6 +121,8 @@ class StageObjective(nn.Module):
         chunks of rows of similar length: branches of a scene (~100 tokens) and of a document page
         (~250) padded together would waste most of the forward pass on padding."""
         visual = encode_rows(self.model, batch.images)
+        if self.stage.pack_branches:
+            return self._packed_branch_loss(batch, visual), visual
         lengths = [len(ids) + sum(t.shape[0] for t in images_of(v)) for (ids, _), v in zip(batch.rows, visual, strict=True)]
         order = sorted(range(len(batch.rows)), key=lambda i: (lengths[i], i))
         sums, count = [], 0
@@ -128,6 +135,19 @@ class StageObjective(nn.Module):
             sums.append(summed)
             count += tokens
         return torch.stack(sums).sum() / max(count, 1), visual
+
+    def _packed_branch_loss(self, batch: Batch, visual: list[Any]) -> torch.Tensor:
+        """The same loss with each image's branches packed into one sequence (`training.packing`):
+        the visual tokens run through the LLM once per packed sequence instead of once per row."""
+        if batch.packs is None:
+            raise ValueError("pack_branches: the batch has no packs (collate it with the packing stage)")
+        sums, count = [], 0
+        for chunk in packed_chunks(batch.rows, batch.packs, self.model.image_token_id):
+            packed = pack_branches(self.model, batch.rows, visual, chunk)
+            summed, tokens = lm_loss_sum(packed_logits(self.model, packed), packed.labels)
+            sums.append(summed)
+            count += tokens
+        return torch.stack(sums).sum() / max(count, 1)
 
     def _lm(self, batch: Batch) -> torch.Tensor:
         llm = self.model.llm

@@ -49,7 +49,7 @@ PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16")
 _KIND_DATA: dict[str, tuple[str, ...]] = {
     "lm_pretrain": (*SCENE_GENERATORS, "documents"),
     "vision_contrastive": ("captions", "instructions"),
-    "vision_tagging": SCENE_GENERATORS,  # scene sets: they carry COCO-style boxes
+    "vision_tagging": (*SCENE_GENERATORS, "documents"),  # boxes: scene objects, or characters of pages
     "align": (*SCENE_GENERATORS, "documents"),
     "sft": (*SCENE_GENERATORS, "documents"),
     "dpo": ("preferences",),
@@ -74,10 +74,15 @@ class DataSpec:
     short_answer_words: int = 3
     width: int = 256  # documents only: page size
     height: int = 320
+    # preferences only: share of existence pairs whose chosen answer is "yes" (None: today's 1/3, which
+    # the shipped bases were trained on; 0.5 balances them)
+    yes_share: float | None = None
 
     def cache_key(self) -> str:
         """The generated files depend on these fields only (normalisation happens at read time)."""
         extra = f"-{self.width}x{self.height}-v2" if self.generator == "documents" else ""
+        if self.yes_share is not None:  # unset keeps the key, and the sets already on disk, of before
+            extra += f"-yes{self.yes_share:g}"
         return f"{self.generator}-s{self.seed}-n{self.n}{extra}"
 
 
@@ -139,6 +144,11 @@ class StageConfig:
     # image encoded once for all of them), so no answer can read another and each row is shaped like
     # an evaluation prompt
     branches: bool = False
+    # align / sft with branches: lay each image's branches out as one sequence (`training.packing`): one
+    # copy of the visual tokens, then up to `max_branches` questions under a block-diagonal attention
+    # mask with positions restarting per branch; the same loss as unpacked branches for less compute
+    pack_branches: bool = False
+    max_branches: int = 16
     # align / sft: weight of the word-alignment loss, which scores each category against the visual
     # tokens through the LLM's own embedding of its name (max over tokens, BCE against presence): an
     # offline stand-in for CLIP's text alignment, so a token showing a dog lies near the token " dog"
@@ -181,7 +191,7 @@ class Recipe:
             "model": self.model,
             "seed": self.seed,
             "tokenizer": dataclasses.asdict(self.tokenizer),
-            "data": {k: dataclasses.asdict(v) for k, v in sorted(self.data.items())},
+            "data": {k: _data_fingerprint_fields(v) for k, v in sorted(self.data.items())},
             "stages": [_stage_fingerprint_fields(s) for s in stages],
         }
         if self.init is not None:  # added only when set, so fingerprints of other recipes are unchanged
@@ -376,8 +386,35 @@ def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
             )
         if kwargs.get("caption_prompts") is None:
             kwargs["caption_prompts"] = ()
+        _check_yes_share(kwargs.get("yes_share"), generator, where)
         out[str(name)] = DataSpec(**kwargs)
     return out
+
+
+def _check_yes_share(value: float | None, generator: str, where: str) -> None:
+    if value is None:
+        return
+    if generator != "preferences":
+        raise UserError(
+            f"{where}.yes_share only applies to the preferences generator (this set is {generator}); remove it"
+        )
+    if not 0.0 <= value <= 1.0:
+        raise UserError(
+            f"{where}.yes_share must lie in [0, 1] (the share of existence pairs preferring 'yes'), got {value}"
+        )
+
+
+# Data-spec fields added after recipes had been trained: hashed only when set, so that adding one does
+# not invalidate every finished stage checkpoint.
+_LATE_DATA_FIELDS: dict[str, Any] = {"yes_share": None}
+
+
+def _data_fingerprint_fields(spec: DataSpec) -> dict[str, Any]:
+    fields = dataclasses.asdict(spec)
+    for name, default in _LATE_DATA_FIELDS.items():
+        if fields.get(name) == default:
+            fields.pop(name)
+    return fields
 
 
 # Stage fields added after recipes had been trained: hashed only when set to something other than their
@@ -385,6 +422,8 @@ def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
 _LATE_STAGE_FIELDS: dict[str, Any] = {
     "nll_weight": 0.0,
     "branches": False,
+    "pack_branches": False,
+    "max_branches": 16,
     "word_alignment": 0.0,
     "plateau_patience": None,
     "plateau_min_delta": 0.01,
@@ -562,6 +601,14 @@ def _parse_stage(
             raise UserError(f"{where}: lora_rank adapts the LLM, so train must include llm")
     if (stage.branches or stage.word_alignment) and kind not in ("align", "sft"):
         raise UserError(f"{where}: branches and word_alignment apply to align / sft stages only")
+    if stage.pack_branches and not stage.branches:
+        raise UserError(f"{where}.pack_branches packs the rows of branches: true; set branches: true as well")
+    if stage.max_branches != 16 and not stage.pack_branches:
+        raise UserError(
+            f"{where}.max_branches applies with pack_branches: true only; set pack_branches: true or remove it"
+        )
+    if stage.max_branches < 1:
+        raise UserError(f"{where}.max_branches must be >= 1, got {stage.max_branches}")
     if stage.word_alignment < 0:
         raise UserError(f"{where}.word_alignment must be >= 0")
     if stage.probe_every is not None and stage.probe_every < 1:

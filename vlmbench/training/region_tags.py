@@ -30,6 +30,7 @@ from torch import nn
 from vlmbench.errors import UserError
 
 INSTANCES_FILE = "annotations/instances_synth.json"
+GLYPHS_FILE = "annotations/glyphs_synth.json"  # vlmbench.data.synth.glyph_annotations writes it
 
 Box = tuple[float, float, float, float]  # x, y, w, h in image pixels
 
@@ -40,6 +41,7 @@ class RegionLabels:
 
     categories: tuple[int, ...]  # COCO category ids, in label-index order
     boxes: dict[Path, tuple[tuple[int, Box], ...]]  # image → (label index, box) pairs
+    text_images: frozenset[Path] = frozenset()  # images whose boxes are characters (document pages)
 
     def of(self, image: Path) -> tuple[tuple[int, Box], ...]:
         try:
@@ -52,29 +54,42 @@ class RegionLabels:
 
 
 def load_region_labels(directories: Sequence[Path]) -> RegionLabels:
-    """Read `annotations/instances_synth.json` of every directory (scene generators write one)."""
+    """Read the box annotations of every directory: `annotations/instances_synth.json` (scene
+    generators write one) and/or `annotations/glyphs_synth.json` (the documents generator: one box per
+    character). Categories of both kinds share one label space (glyph ids start at 1000)."""
     categories: list[int] = []
-    raw: list[tuple[Path, dict[str, Any]]] = []
+    raw: list[tuple[Path, dict[str, Any], bool]] = []
     for directory in directories:
-        path = Path(directory) / INSTANCES_FILE
-        if not path.exists():
-            raise UserError(f"vision_tagging: {path} is missing; regenerate the data set (delete its directory)")
-        payload = json.loads(path.read_text())
-        raw.append((Path(directory), payload))
-        for category in payload["categories"]:
-            if category["id"] not in categories:
-                categories.append(int(category["id"]))
+        found = False
+        for name, is_text in ((INSTANCES_FILE, False), (GLYPHS_FILE, True)):
+            path = Path(directory) / name
+            if not path.exists():
+                continue
+            found = True
+            payload = json.loads(path.read_text())
+            raw.append((Path(directory), payload, is_text))
+            for category in payload["categories"]:
+                if category["id"] not in categories:
+                    categories.append(int(category["id"]))
+        if not found:
+            raise UserError(
+                f"vision_tagging: {Path(directory) / INSTANCES_FILE} (or {GLYPHS_FILE}) is missing; "
+                "regenerate the data set (delete its directory)"
+            )
     categories.sort()
     index = {cid: i for i, cid in enumerate(categories)}
     boxes: dict[Path, list[tuple[int, Box]]] = {}
-    for directory, payload in raw:
+    text_images: set[Path] = set()
+    for directory, payload, is_text in raw:
         files = {im["id"]: (directory / "images" / im["file_name"]).resolve() for im in payload["images"]}
         for path in files.values():
             boxes.setdefault(path, [])
+        if is_text:
+            text_images.update(files.values())
         for ann in payload["annotations"]:
             x, y, w, h = (float(v) for v in ann["bbox"])
             boxes[files[ann["image_id"]]].append((index[int(ann["category_id"])], (x, y, w, h)))
-    return RegionLabels(tuple(categories), {k: tuple(v) for k, v in boxes.items()})
+    return RegionLabels(tuple(categories), {k: tuple(v) for k, v in boxes.items()}, frozenset(text_images))
 
 
 def category_name_tokens(tokenizer: Any, categories: Sequence[int]) -> list[list[int]]:
@@ -132,6 +147,33 @@ def tile_view(
     view = image.resize((size, size), resample=Image.Resampling.BICUBIC)
     scale = (size / width, size / height)
     return view, patch_labels(boxes, (0, 0, width, height), scale, grid, patch, num_labels)
+
+
+def planned_tile_view(
+    image: Image.Image, boxes: Sequence[tuple[int, Box]], resized: tuple[int, int], grid: tuple[int, int],
+    size: int, patch: int, num_labels: int, rng: np.random.Generator,
+) -> tuple[Image.Image, torch.Tensor]:
+    """One tile of the image exactly as a tiling resolution strategy cuts it (resized to `resized`,
+    a `grid` of `size`-pixel tiles), with its patch labels: glyphs are learned at the scale the model
+    reads them at. The tile is drawn among those holding a box (any tile when none does)."""
+    width, height = image.size
+    sx, sy = resized[0] / width, resized[1] / height
+    cols, rows = grid
+    occupied = sorted(
+        {
+            (min(cols - 1, int((x + w / 2) * sx // size)), min(rows - 1, int((y + h / 2) * sy // size)))
+            for _, (x, y, w, h) in boxes
+        }
+    )
+    if occupied:
+        col, row = occupied[int(rng.integers(len(occupied)))]
+    else:
+        col, row = int(rng.integers(cols)), int(rng.integers(rows))
+    view = image.resize(resized, resample=Image.Resampling.BICUBIC).crop(
+        (col * size, row * size, (col + 1) * size, (row + 1) * size)
+    )
+    crop = (col * size / sx, row * size / sy, (col + 1) * size / sx, (row + 1) * size / sy)
+    return view, patch_labels(boxes, crop, (sx, sy), (size // patch, size // patch), patch, num_labels)
 
 
 class RegionTagHead(nn.Module):

@@ -26,6 +26,7 @@ from vlmbench.data.synth.text_render import (
     NAMES,
     WORDS,
     FontBook,
+    TextRun,
     choice,
     draw_text,
     random_code,
@@ -75,6 +76,8 @@ class Page:
     style: str
     title: str
     fields: tuple[Field, ...]
+    runs: tuple[TextRun, ...] = ()
+    """Every piece of text drawn (title, keys, values, item lines, footer), for glyph annotations."""
 
 
 def _date(rng: np.random.Generator) -> str:
@@ -126,6 +129,12 @@ def render_page(
 ) -> Page:
     """Draw one form- or receipt-like page; the returned `Page` lists every field drawn on it."""
     fonts = fonts or FontBook()
+    runs: list[TextRun] = []
+
+    def write(xy: tuple[int, int], text: str, size: int, fill: tuple[int, int, int]) -> tuple[int, int, int, int]:
+        runs.append(TextRun(text, xy, size))
+        return draw_text(draw, xy, text, fonts, size, fill)
+
     style = "form" if rng.random() < 0.5 else "receipt"
     image = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(image)
@@ -135,7 +144,7 @@ def render_page(
     title = choice(rng, FORM_TITLES if style == "form" else RECEIPT_TITLES)
     title_size = _fit_size(fonts, title, int(rng.choice(TITLE_SIZES)), inner)
     title_w = fonts.text_width(title, title_size)
-    draw_text(draw, ((width - title_w) // 2, MARGIN), title, fonts, title_size, INK)
+    write(((width - title_w) // 2, MARGIN), title, title_size, INK)
     y = MARGIN + title_size + 6
     draw.line([(MARGIN, y), (width - MARGIN, y)], fill=INK, width=2 if style == "form" else 1)
     y += 8
@@ -144,9 +153,9 @@ def render_page(
     if style == "receipt":
         for word in sample_distinct(rng, WORDS, int(rng.integers(1, 4))):
             size = int(rng.choice(SMALL_SIZES))
-            draw_text(draw, (MARGIN + 2, y), word, fonts, size, INK)
+            write((MARGIN + 2, y), word, size, INK)
             price = random_number(rng, 1, 3)
-            draw_text(draw, (width - MARGIN - 2 - fonts.text_width(price, size), y), price, fonts, size, INK)
+            write((width - MARGIN - 2 - fonts.text_width(price, size), y), price, size, INK)
             y += size + 5
         _dashed_rule(draw, y, MARGIN, width - MARGIN)
         y += 6
@@ -187,7 +196,7 @@ def render_page(
         label = f"{kind.key}:"
         row_h = size + pad
         text_y = y + pad // 2
-        draw_text(draw, (MARGIN + 6, text_y), label, fonts, size, INK)
+        write((MARGIN + 6, text_y), label, size, INK)
         label_end = MARGIN + 6 + fonts.text_width(label, size) + 2 * fonts.text_width(" ", size)
         value_w = fonts.text_width(value, size)
         if style == "form":
@@ -196,16 +205,16 @@ def render_page(
             draw.rectangle([MARGIN, y, width - MARGIN, y + row_h], outline=RULE, width=1)
         else:
             x = width - MARGIN - 6 - value_w
-        bbox = draw_text(draw, (x, text_y), value, fonts, size, INK)
+        bbox = write((x, text_y), value, size, INK)
         fields.append(Field(kind.key, value, kind.question, tuple(kind.make_answers(value)), size, bbox))
         y += row_h + gap_after
 
     # Footer: a small line of boilerplate.
     footer = "THANK YOU" if style == "receipt" else "SIGNATURE ________"
-    draw_text(draw, (MARGIN + 2, height - MARGIN - max(SMALL_SIZES)), footer, fonts, min(SMALL_SIZES), RULE)
+    write((MARGIN + 2, height - MARGIN - max(SMALL_SIZES)), footer, min(SMALL_SIZES), RULE)
     if style == "form":
         draw.rectangle([2, 2, width - 3, height - 3], outline=RULE, width=1)
-    return Page(image=image, style=style, title=title, fields=tuple(fields))
+    return Page(image=image, style=style, title=title, fields=tuple(fields), runs=tuple(runs))
 
 
 def generate_docvqa(out: Path, seed: int, n: int, width: int = 256, height: int = 320) -> Path:

@@ -79,6 +79,33 @@ def draw_text(
     return xy[0] + x0, xy[1] + y0, xy[0] + x1, xy[1] + y1
 
 
+@dataclass(frozen=True)
+class TextRun:
+    """One piece of text as drawn: its string, top-left anchor and font size."""
+
+    text: str
+    xy: tuple[int, int]
+    size: int
+
+
+def glyph_boxes(run: TextRun, fonts: FontBook) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """The ink box (x0, y0, x1, y1) in image pixels of every non-space character of `run`: the character's
+    own ink box, shifted by the advance of the text before it (Pillow's bundled font has no kerning, so
+    the shifted boxes are where the characters land)."""
+    font = fonts.get(run.size)
+    out = []
+    for i, char in enumerate(run.text):
+        if char.isspace():
+            continue
+        offset = font.getlength(run.text[:i])
+        x0, y0, x1, y1 = font.getbbox(char)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        out.append((char, (int(run.xy[0] + offset + x0), run.xy[1] + int(y0),
+                           int(round(run.xy[0] + offset + x1)), run.xy[1] + int(y1))))
+    return out
+
+
 def choice(rng: np.random.Generator, items: tuple[str, ...] | list[str]) -> str:
     """One element of `items`, drawn with `rng`."""
     return items[int(rng.integers(len(items)))]

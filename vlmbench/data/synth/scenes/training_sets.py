@@ -24,6 +24,7 @@ from vlmbench.data.synth.scenes.sampling import (
     sample_scenes,
 )
 from vlmbench.data.synth.scenes.vocabulary import CATEGORIES, CATEGORY_BY_NAME, Scene
+from vlmbench.errors import UserError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -214,13 +215,27 @@ def _write_qa_set(
     return path
 
 
-def generate_preference_pairs(out: Path, seed: int, n: int) -> Path:
+# Share of existence pairs that prefer "no" when no `yes_share` is given: what the shipped bases were
+# trained on (DPO on them pushes answers towards "no"; docs/training.md, "Preference balance").
+_DEFAULT_NO_SHARE = 2 / 3
+
+
+def generate_preference_pairs(out: Path, seed: int, n: int, yes_share: float | None = None) -> Path:
     """`n` preference pairs over `n` scenes in `out/preferences.json`: {image, prompt, chosen, rejected}.
 
     Half are captions whose rejected side mentions an extra absent object (preferably one that co-occurs
     with the scene's objects); half are yes/no existence questions whose rejected answer is flipped
-    (two thirds about an absent co-occurring object, the hallucination case).
+    (by default two thirds about an absent co-occurring object, the hallucination case, chosen "no").
+    `yes_share` sets the share of existence pairs whose chosen answer is "yes" instead (a scene with no
+    absent category to ask about always gets a "yes" pair, so the share can come out slightly above it).
+    Without it the output is byte-identical to what the shipped base checkpoints were trained on: the
+    same random draws in the same order.
     """
+    if yes_share is not None and not 0.0 <= yes_share <= 1.0:
+        raise UserError(
+            f"yes_share must lie in [0, 1] (the share of existence pairs preferring 'yes'), got {yes_share}"
+        )
+    no_share = _DEFAULT_NO_SHARE if yes_share is None else 1.0 - yes_share
     out = Path(out)
     scenes = sample_scenes(seed, n, stream=STREAM_PREFERENCE)
     rng = rng_for(seed, 100 + STREAM_PREFERENCE)
@@ -242,7 +257,7 @@ def generate_preference_pairs(out: Path, seed: int, n: int) -> Path:
             )
             prompt = _CAPTION_PROMPTS[int(rng.integers(len(_CAPTION_PROMPTS)))]
         else:
-            if negative is not None and rng.random() < 2 / 3:
+            if negative is not None and rng.random() < no_share:
                 prompt, chosen, rejected = exists_question(negative), "no", "yes"
             else:
                 present = scene.category_names
