@@ -165,8 +165,12 @@ class Collator:
                 labels.append(patch_labels(boxes, (0, 0, image.width, image.height), scale, grid, patch, num_labels))
             else:
                 size = self.model.config.vision.image_size
-                plan = self.model.resolution.plan(image.width, image.height)
-                if Path(item.image).resolve() in self.regions.text_images and plan.grid is not None:
+                plan = (
+                    self.model.resolution.plan(image.width, image.height)
+                    if Path(item.image).resolve() in self.regions.text_images
+                    else None
+                )
+                if plan is not None and plan.grid is not None:  # a page, cut as the model's tiles
                     view, lab = planned_tile_view(image, boxes, plan.resized, plan.grid, size, patch, num_labels, rng)
                 else:
                     view, lab = tile_view(image, boxes, size, patch, num_labels, rng, self.stage.crop_p)

@@ -27,10 +27,10 @@ import torch
 from PIL import Image
 from torch import nn
 
+from vlmbench.data.synth.glyph_annotations import GLYPHS_FILE
 from vlmbench.errors import UserError
 
 INSTANCES_FILE = "annotations/instances_synth.json"
-GLYPHS_FILE = "annotations/glyphs_synth.json"  # vlmbench.data.synth.glyph_annotations writes it
 
 Box = tuple[float, float, float, float]  # x, y, w, h in image pixels
 
