@@ -3,12 +3,15 @@
 Box parsing (first box in the answer):
 
 1. Qwen-VL's tokens, ``<|box_start|>(x1,y1),(x2,y2)<|box_end|>``: coordinates on a 0-1000 grid;
-2. else the first four numbers in brackets or parentheses, ``[x1, y1, x2, y2]`` / ``(x1, y1, x2, y2)``
+2. else PaliGemma's location tokens, four in a row ``<loc{y1}><loc{x1}><loc{y2}><loc{x2}>``: bins of a
+   1024-bin grid over each side, coordinate = bin / 1024 * side (``vlmbench.modeling.location_tokens``);
+3. else the first four numbers in brackets or parentheses, ``[x1, y1, x2, y2]`` / ``(x1, y1, x2, y2)``
    (Qwen2.5-VL's ``{"bbox_2d": [...]}`` included); their scale is detected from the values: all within
    [0, 1] -> fractions of the image size (the lmms-eval RefCOCO prompt's convention); any above 1 ->
    pixels of the image -- unless the task's ``box_format`` says otherwise (``pixels``, ``unit``,
-   ``qwen1000`` force one reading; ``auto`` is the detection just described);
-3. no box -> ``unparsed`` (IoU 0, counted). Without the image size (a reference row without
+   ``qwen1000``, ``paligemma1024`` force the scale of whatever box was found; ``auto`` is the detection
+   just described);
+4. no box -> ``unparsed`` (IoU 0, counted). Without the image size (a reference row without
    ``image_size``; an image whose header could not be read) only a box in pixels can be scored.
 
 A box with x2 < x1 or y2 < y1 has its corners swapped; coordinates are clipped to the image.
@@ -34,13 +37,15 @@ from vlmbench.metrics.scorer import (
     mean_statistics,
     result,
 )
+from vlmbench.modeling.location_tokens import LOC_BINS, LOC_PATTERN
 
-BOX_FORMATS: tuple[str, ...] = ("auto", "pixels", "unit", "qwen1000")
+BOX_FORMATS: tuple[str, ...] = ("auto", "pixels", "unit", "qwen1000", "paligemma1024")
 IOU_THRESHOLD = 0.5
 _NUM = r"(-?\d+(?:\.\d+)?)"
 _QWEN = re.compile(
     rf"<\|box_start\|>\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)\s*,\s*\(\s*{_NUM}\s*,\s*{_NUM}\s*\)\s*<\|box_end\|>"
 )
+_PALIGEMMA = re.compile(LOC_PATTERN * 4)
 _SEP = r"\s*[,;]?\s*"
 _BRACKETED = re.compile(rf"[\[(]\s*{_NUM}{_SEP}{_NUM}{_SEP}{_NUM}{_SEP}{_NUM}\s*[\])]")
 
@@ -55,29 +60,38 @@ def parse_box(
     in pixels. See the module docstring for the rules."""
     if box_format not in BOX_FORMATS:
         raise ValueError(f"unknown box_format {box_format!r}; choose one of {', '.join(BOX_FORMATS)}")
-    match = _QWEN.search(text)
-    convention = "qwen1000"
-    if match is None:
-        match = _BRACKETED.search(text)
-        if match is None:
-            return None
-        values = [float(v) for v in match.groups()]
-        convention = "unit" if all(0.0 <= v <= 1.0 for v in values) else "pixels"
-    else:
-        values = [float(v) for v in match.groups()]
+    read = _read_values(text)
+    if read is None:
+        return None
+    values, convention = read
     if box_format != "auto":
         convention = box_format
     if width is None or height is None:
         if convention != "pixels":
             return None
         width = height = float("inf")
-    scale_x, scale_y = {"unit": (width, height), "qwen1000": (width / 1000, height / 1000)}.get(
-        convention, (1.0, 1.0)
-    )
+    scale_x, scale_y = {
+        "unit": (width, height),
+        "qwen1000": (width / 1000, height / 1000),
+        "paligemma1024": (width / LOC_BINS, height / LOC_BINS),
+    }.get(convention, (1.0, 1.0))
     x1, y1, x2, y2 = values[0] * scale_x, values[1] * scale_y, values[2] * scale_x, values[3] * scale_y
     x1, x2 = sorted((min(max(x1, 0.0), width), min(max(x2, 0.0), width)))
     y1, y2 = sorted((min(max(y1, 0.0), height), min(max(y2, 0.0), height)))
     return (x1, y1, x2, y2), convention
+
+
+def _read_values(text: str) -> tuple[list[float], str] | None:
+    """The first box's four numbers as (x1, y1, x2, y2) in the units of the convention it is written in."""
+    if (match := _QWEN.search(text)) is not None:
+        return [float(v) for v in match.groups()], "qwen1000"
+    if (match := _PALIGEMMA.search(text)) is not None:
+        y1, x1, y2, x2 = (float(v) for v in match.groups())
+        return [x1, y1, x2, y2], "paligemma1024"
+    if (match := _BRACKETED.search(text)) is not None:
+        values = [float(v) for v in match.groups()]
+        return values, "unit" if all(0.0 <= v <= 1.0 for v in values) else "pixels"
+    return None
 
 
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
@@ -114,7 +128,8 @@ class GroundingScorer(Scorer):
     directions = MappingProxyType({"acc_iou50": True, "miou": True, "unparsed": False})
     default_metric = "acc_iou50"
     conventions = (
-        "First box of the answer: Qwen <|box_start|>(x1,y1),(x2,y2)<|box_end|> on a 0-1000 grid, else [x1, y1, x2, y2] "
+        "First box of the answer: Qwen <|box_start|>(x1,y1),(x2,y2)<|box_end|> on a 0-1000 grid, else PaliGemma's "
+        "<loc{y1}><loc{x1}><loc{y2}><loc{x2}> on a 1024-bin grid, else [x1, y1, x2, y2] "
         "read as fractions of the image when all values are in [0, 1], else as pixels (box_format fixes one reading); "
         "no box -> IoU 0 (unparsed). acc_iou50: IoU >= 0.5; miou: mean IoU."
     )

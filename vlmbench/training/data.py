@@ -103,7 +103,7 @@ def _generate(spec: DataSpec, out: Path) -> None:
     elif spec.generator == "attributes":
         scenes.generate_attribute_questions(out, spec.seed, spec.n)
     elif spec.generator == "grounding":
-        scenes.generate_grounding_questions(out, spec.seed, spec.n)
+        scenes.generate_grounding_questions(out, spec.seed, spec.n, spec.location_levels)
     elif spec.generator == "documents":
         generate_documents(out, spec.seed, spec.n, spec.width, spec.height)
     else:  # pragma: no cover - validated by the recipe

@@ -41,8 +41,9 @@ from vlmbench.errors import UserError
 from vlmbench.training import checkpoint as ckpt
 from vlmbench.training.collate import Collator
 from vlmbench.training.data import MixtureSampler, load_dataset, merge_by_image, prepare_data
+from vlmbench.training.location_alignment import location_head
 from vlmbench.training.lora import apply_lora, merge_lora
-from vlmbench.training.model_io import build_model, build_tokenizer, clone_model
+from vlmbench.training.model_io import build_model, build_tokenizer, clone_model, location_levels
 from vlmbench.training.objectives import ContrastiveHeads, StageObjective, WordAlignmentHead, dpo_logprobs
 from vlmbench.training.plateau import PlateauWatch, logged_probes
 from vlmbench.training.probe import ExistenceProbe
@@ -202,7 +203,10 @@ def run_stage(
         if regions is None:
             raise UserError(f"stage {stage.name}: word_alignment needs box annotations (scene data sets)")
         heads = WordAlignmentHead(category_name_tokens(tokenizer, regions.categories)).to(ctx.device)
-    objective = StageObjective(stage, model, heads)
+    locator = None
+    if stage.location_alignment:
+        locator = location_head(model, tokenizer, max(location_levels(recipe))).to(ctx.device)  # the finest grid
+    objective = StageObjective(stage, model, heads, locator)
     params = [p for p in objective.parameters() if p.requires_grad]
     if not params:
         raise UserError(f"stage {stage.name}: no trainable parameters")

@@ -26,13 +26,48 @@ def build_model(recipe: Recipe, tokenizer: Any) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(recipe.seed)
         model = VLM(config, tokenizer)
+    loaded_vocab = 0
     if recipe.init is not None:
-        load_components(model, recipe.init.weights, recipe.init.components)
+        loaded_vocab = load_components(model, recipe.init.weights, recipe.init.components)
+    start_location_tokens(model, tokenizer, location_levels(recipe), loaded_vocab)
     return model
 
 
-def load_components(model: nn.Module, weights: str | Path, components: tuple[str, ...]) -> None:
-    """Copy the named components' tensors from a saved VLM; every tensor must exist with its shape."""
+def location_levels(recipe: Recipe) -> tuple[int, ...]:
+    """The location-token levels the recipe's grounding sets answer in (none for pixel answers)."""
+    return tuple(sorted({spec.location_levels for spec in recipe.data.values() if spec.location_levels}))
+
+
+def start_location_tokens(
+    model: nn.Module, tokenizer: Any, levels: tuple[int, ...], loaded_vocab: int
+) -> None:
+    """Give the location tokens that no loaded weights cover an ordered starting embedding
+    (`initial_location_embeddings`, from the other tokens' rows); rows below `loaded_vocab` came from
+    the init weights and stay."""
+    from vlmbench.modeling.location_tokens import initial_location_embeddings, location_bins, location_token
+
+    weight = model.llm.get_input_embeddings().weight
+    per_level = {
+        count: tokenizer.convert_tokens_to_ids([location_token(b) for b in location_bins(count)])
+        for count in levels
+    }
+    located = {row for ids in per_level.values() for row in ids}
+    base = weight[[row for row in range(weight.shape[0]) if row not in located]].detach()
+    for count, ids in per_level.items():
+        fresh = [(i, row) for i, row in enumerate(ids) if row >= loaded_vocab]
+        if not fresh:
+            continue
+        start = initial_location_embeddings(base, count)
+        with torch.no_grad():
+            for i, row in fresh:
+                weight[row] = start[i]
+
+
+def load_components(model: nn.Module, weights: str | Path, components: tuple[str, ...]) -> int:
+    """Copy the named components' tensors from a saved VLM; every tensor must exist with its shape,
+    except the token embeddings when tokens have been added since (location tokens): their saved rows
+    are copied and the new rows left to the caller. Returns the saved vocabulary size when the LLM
+    was loaded (0 otherwise)."""
     from safetensors.torch import load_file
 
     if not Path(weights).is_file():
@@ -58,13 +93,30 @@ def load_components(model: nn.Module, weights: str | Path, components: tuple[str
             f"init: {weights} lacks {len(missing)} tensors of {', '.join(components)} (e.g. {missing[0]}); "
             "it must come from a model with the same architecture for those components"
         )
+    embedding = model.llm.get_input_embeddings().weight
+    vocab = embedding.shape[0]
+    grown: dict[str, torch.Tensor] = {}
     for key, value in wanted.items():
-        if saved[key].shape != value.shape:
-            raise UserError(
-                f"init: {key} is {tuple(saved[key].shape)} in {weights} but {tuple(value.shape)} here; "
-                "the components loaded must have the same configuration"
-            )
-    model.load_state_dict({k: saved[k].to(v.dtype) for k, v in wanted.items()}, strict=False)
+        if saved[key].shape == value.shape:
+            continue
+        is_embedding = value.data_ptr() == embedding.data_ptr()  # input embedding or the LM head tied to it
+        if is_embedding and saved[key].shape[0] < vocab and saved[key].shape[1:] == value.shape[1:]:
+            grown[key] = saved[key]  # the tokenizer gained tokens since these weights were saved
+            continue
+        raise UserError(
+            f"init: {key} is {tuple(saved[key].shape)} in {weights} but {tuple(value.shape)} here; "
+            "the components loaded must have the same configuration"
+        )
+    model.load_state_dict(
+        {k: saved[k].to(v.dtype) for k, v in wanted.items() if k not in grown}, strict=False
+    )
+    own = model.state_dict()
+    with torch.no_grad():
+        for key, rows in grown.items():
+            own[key][: rows.shape[0]] = rows.to(own[key].dtype)
+    if "llm" not in components:
+        return 0
+    return min((rows.shape[0] for rows in grown.values()), default=vocab)
 
 
 def clone_model(model: nn.Module) -> nn.Module:
@@ -87,18 +139,23 @@ def clone_model(model: nn.Module) -> nn.Module:
 def build_tokenizer(recipe: Recipe, datasets: dict[str, list[Any]], work: Path, ctx: DistContext) -> Any:
     """Load the recipe's tokenizer path, or train one on the corpus sets (saved in the work dir, and
     reloaded from there on resume so a resumed run uses the very same vocabulary)."""
+    from vlmbench.modeling.location_tokens import add_location_tokens
     from vlmbench.modeling.tokenizer import load_tokenizer, train_tokenizer
 
     spec = recipe.tokenizer
     if spec.path:
-        return load_tokenizer(spec.path)
-    saved = work / "tokenizer"
-    if ctx.is_main and not (saved / "tokenizer.json").exists():
-        texts = corpus_texts([datasets[name] for name in spec.corpus], spec.split_digits)
-        tokenizer = train_tokenizer(texts, vocab_size=spec.vocab_size, min_frequency=spec.min_frequency)
-        tokenizer.save_pretrained(str(saved))
-    ctx.barrier()
-    return load_tokenizer(saved)
+        tokenizer = load_tokenizer(spec.path)
+    else:
+        saved = work / "tokenizer"
+        if ctx.is_main and not (saved / "tokenizer.json").exists():
+            texts = corpus_texts([datasets[name] for name in spec.corpus], spec.split_digits)
+            trained = train_tokenizer(texts, vocab_size=spec.vocab_size, min_frequency=spec.min_frequency)
+            trained.save_pretrained(str(saved))
+        ctx.barrier()
+        tokenizer = load_tokenizer(saved)
+    for levels in location_levels(recipe):  # added the same way on every start, so resumes match
+        add_location_tokens(tokenizer, levels)
+    return tokenizer
 
 
-__all__ = ["build_model", "build_tokenizer", "clone_model", "load_components"]
+__all__ = ["build_model", "build_tokenizer", "clone_model", "load_components", "location_levels"]

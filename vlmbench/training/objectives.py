@@ -65,11 +65,14 @@ class StageObjective(nn.Module):
     """The model (plus a stage's auxiliary heads) with the stage's loss as `forward(batch)`.
     It is the unit that DDP wraps and that checkpoints save."""
 
-    def __init__(self, stage: StageConfig, model: nn.Module, heads: nn.Module | None = None) -> None:
+    def __init__(
+        self, stage: StageConfig, model: nn.Module, heads: nn.Module | None = None, locator: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.stage = stage
         self.model = model
         self.heads = heads
+        self.locator = locator  # LocationAlignmentHead when the stage has location_alignment
         if stage.pack_branches:
             check_packable(model)  # a UserError now, not at the first step
 
@@ -108,13 +111,20 @@ class StageObjective(nn.Module):
         else:
             logits, labels, visual = conversation_forward(self.model, batch.images, batch.rows)
             loss = lm_loss(logits, labels)
-        if not self.stage.word_alignment:
-            return loss, {}
-        assert isinstance(self.heads, WordAlignmentHead) and batch.presence is not None
-        aligned = self.heads(self.model, batch.images, visual, batch.presence)
-        if aligned is None:  # no annotated image in this batch (e.g. documents only)
-            return loss, {}
-        return loss + self.stage.word_alignment * aligned, {"word_alignment": aligned.detach()}
+        stats: dict[str, torch.Tensor] = {}
+        if self.stage.word_alignment:
+            assert isinstance(self.heads, WordAlignmentHead) and batch.presence is not None
+            aligned = self.heads(self.model, batch.images, visual, batch.presence)
+            if aligned is not None:  # None: no annotated image in this batch (e.g. documents only)
+                loss = loss + self.stage.word_alignment * aligned
+                stats["word_alignment"] = aligned.detach()
+        if self.stage.location_alignment:
+            assert self.locator is not None
+            located = self.locator(self.model, batch.images, visual)
+            if located is not None:  # None: no image with a whole-image view in this batch
+                loss = loss + self.stage.location_alignment * located
+                stats["location_alignment"] = located.detach()
+        return loss, stats
 
     def _branch_loss(self, batch: Batch) -> tuple[torch.Tensor, list[Any]]:
         """The answer loss of branch rows (mean over every target token of the batch), the LLM run on

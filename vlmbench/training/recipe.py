@@ -34,6 +34,7 @@ from typing import Any
 import yaml
 
 from vlmbench.errors import UserError
+from vlmbench.modeling.location_tokens import check_levels
 from vlmbench.resources import bundled_dir, project_root
 
 STAGE_KINDS: tuple[str, ...] = ("lm_pretrain", "vision_contrastive", "vision_tagging", "align", "sft", "dpo")
@@ -77,12 +78,17 @@ class DataSpec:
     # preferences only: share of existence pairs whose chosen answer is "yes" (None: today's 1/3, which
     # the shipped bases were trained on; 0.5 balances them)
     yes_share: float | None = None
+    # grounding only: answer boxes as PaliGemma location tokens quantised to this many levels per side
+    # (None: "[x1, y1, x2, y2]" in pixels); the tokenizer gains the tokens (modeling.location_tokens)
+    location_levels: int | None = None
 
     def cache_key(self) -> str:
         """The generated files depend on these fields only (normalisation happens at read time)."""
         extra = f"-{self.width}x{self.height}-v2" if self.generator == "documents" else ""
         if self.yes_share is not None:  # unset keeps the key, and the sets already on disk, of before
             extra += f"-yes{self.yes_share:g}"
+        if self.location_levels is not None:
+            extra += f"-loc{self.location_levels}"
         return f"{self.generator}-s{self.seed}-n{self.n}{extra}"
 
 
@@ -153,6 +159,10 @@ class StageConfig:
     # tokens through the LLM's own embedding of its name (max over tokens, BCE against presence): an
     # offline stand-in for CLIP's text alignment, so a token showing a dog lies near the token " dog"
     word_alignment: float = 0.0
+    # align / sft: weight of the location-alignment loss (`training.location_alignment`), which scores the
+    # visual tokens of a whole-image view against the location tokens of their region, per axis; needs a
+    # data set with `location_levels`
+    location_alignment: float = 0.0
     # any stage: every `probe_every` steps (and at the end) answer a held-out existence probe of
     # `probe_images` scenes (`vlmbench.training.probe`) and log its accuracy / yes-ratio / AUC
     probe_every: int | None = None
@@ -387,6 +397,7 @@ def _parse_data(raw: Any, source: str) -> dict[str, DataSpec]:
         if kwargs.get("caption_prompts") is None:
             kwargs["caption_prompts"] = ()
         _check_yes_share(kwargs.get("yes_share"), generator, where)
+        _check_location_levels(kwargs.get("location_levels"), generator, where)
         out[str(name)] = DataSpec(**kwargs)
     return out
 
@@ -404,9 +415,22 @@ def _check_yes_share(value: float | None, generator: str, where: str) -> None:
         )
 
 
+def _check_location_levels(value: int | None, generator: str, where: str) -> None:
+    if value is None:
+        return
+    if generator != "grounding":
+        raise UserError(
+            f"{where}.location_levels only applies to the grounding generator (this set is {generator}); remove it"
+        )
+    try:
+        check_levels(value)
+    except ValueError as exc:
+        raise UserError(f"{where}.location_levels: {exc}") from None
+
+
 # Data-spec fields added after recipes had been trained: hashed only when set, so that adding one does
 # not invalidate every finished stage checkpoint.
-_LATE_DATA_FIELDS: dict[str, Any] = {"yes_share": None}
+_LATE_DATA_FIELDS: dict[str, Any] = {"yes_share": None, "location_levels": None}
 
 
 def _data_fingerprint_fields(spec: DataSpec) -> dict[str, Any]:
@@ -425,6 +449,7 @@ _LATE_STAGE_FIELDS: dict[str, Any] = {
     "pack_branches": False,
     "max_branches": 16,
     "word_alignment": 0.0,
+    "location_alignment": 0.0,
     "plateau_patience": None,
     "plateau_min_delta": 0.01,
 }
@@ -611,6 +636,15 @@ def _parse_stage(
         raise UserError(f"{where}.max_branches must be >= 1, got {stage.max_branches}")
     if stage.word_alignment < 0:
         raise UserError(f"{where}.word_alignment must be >= 0")
+    if stage.location_alignment < 0:
+        raise UserError(f"{where}.location_alignment must be >= 0")
+    if stage.location_alignment and kind not in ("align", "sft"):
+        raise UserError(f"{where}: location_alignment applies to align / sft stages only")
+    if stage.location_alignment and not any(spec.location_levels for spec in specs.values()):
+        raise UserError(
+            f"{where}.location_alignment scores visual tokens against location tokens, but no data set has "
+            "location_levels; add location_levels to a grounding set or remove location_alignment"
+        )
     if stage.probe_every is not None and stage.probe_every < 1:
         raise UserError(f"{where}.probe_every must be >= 1 or null")
     if stage.probe_images < 2:

@@ -25,6 +25,7 @@ from vlmbench.data.synth.scenes.sampling import (
 )
 from vlmbench.data.synth.scenes.vocabulary import CATEGORIES, CATEGORY_BY_NAME, Scene
 from vlmbench.errors import UserError
+from vlmbench.modeling.location_tokens import box_to_location_text
 
 if TYPE_CHECKING:
     import numpy as np
@@ -175,18 +176,24 @@ def box_answer(bbox: Sequence[float]) -> str:
     return f"[{round(x)}, {round(y)}, {round(x + w)}, {round(y + h)}]"
 
 
-def generate_grounding_questions(out: Path, seed: int, n: int) -> Path:
+def generate_grounding_questions(out: Path, seed: int, n: int, location_levels: int | None = None) -> Path:
     """Referring-expression grounding over `n` scenes in `out/grounding.json`: per image one record
     asking for the box of every object whose colour + category is unique in the scene ("the red
-    cup"), answered as `[x1, y1, x2, y2]` in pixels."""
+    cup"), answered as `[x1, y1, x2, y2]` in pixels, or with `location_levels` as PaliGemma's four
+    location tokens on that many levels per side (the scenes and questions are the same either way)."""
     out = Path(out)
     scenes = sample_scenes(seed, n, stream=STREAM_GROUNDING)
     rng = rng_for(seed, 100 + STREAM_GROUNDING)
     render_into(out, scenes, seed, rng)
 
+    def answer_of(bbox: Sequence[float], scene: Scene) -> str:
+        if location_levels is None:
+            return box_answer(bbox)
+        return box_to_location_text(bbox, scene.width, scene.height, location_levels)
+
     def pairs_of(scene: Scene) -> list[tuple[str, str]]:
         return [
-            (GROUNDING_QUESTION.format(expression=expression(obj)), box_answer(obj.bbox))
+            (GROUNDING_QUESTION.format(expression=expression(obj)), answer_of(obj.bbox, scene))
             for obj in referable(scene)
         ]
 
